@@ -1,0 +1,64 @@
+"""`temper VERB ...`: one subcommand per verb. Each verb module parses its options and calls one API function.
+
+Verb modules live in temper/commands/ and import torch & co. only inside their `run`, so `temper --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from temper.commands import chat, data, sft
+from temper.errors import TemperError
+
+# Plain dict registry: verb -> module with `HELP`, `add_arguments(parser)` and `run(args, raw_argv) -> int`.
+COMMANDS: dict[str, ModuleType] = {
+    "sft": sft,
+    "chat": chat,
+    "data": data,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="temper",
+        description="Fine-tune, evaluate, export and serve language models, offline on a CPU or on GPUs.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    verb = argv[0]
+    if verb not in COMMANDS:
+        parser.error(f"unknown verb {verb!r}; choose from {', '.join(COMMANDS)}")
+    module = COMMANDS[verb]
+    # Config verbs (ACCEPTS_OVERRIDES) re-parse their raw arguments against their dataclasses, so argparse
+    # only documents their options; other verbs use argparse as usual.
+    if getattr(module, "ACCEPTS_OVERRIDES", False):
+        args, _ = parser.parse_known_args(argv)
+    else:
+        args = parser.parse_args(argv)
+    try:
+        return int(module.run(args, argv[1:]) or 0)
+    except TemperError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

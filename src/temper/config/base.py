@@ -1,0 +1,255 @@
+"""Config plumbing shared by every verb: dataclasses <-> YAML <-> argparse flags.
+
+A verb's configuration is a handful of small dataclasses (ModelCfg, DataCfg, ...) whose fields form one flat
+namespace, like LLaMA-Factory's YAML files: `lora_rank: 8` in YAML and `--lora-rank 8` on the command line
+set the same field. Every field carries its help text in `metadata["help"]`; short spellings (`--lr`) live in
+`ALIASES` and are listed in `--help`.
+
+Example:
+    >>> from temper.config import SFTConfig
+    >>> cfg = SFTConfig.from_sources(None, ["--lr", "1e-4", "--epochs", "2"])
+    >>> cfg.train.learning_rate, cfg.train.num_train_epochs
+    (0.0001, 2.0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from temper.errors import ConfigError
+
+T = TypeVar("T")
+
+# Short spellings used in the issues and by the peers -> canonical (Trainer) field names.
+ALIASES: dict[str, str] = {
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "eval_batch_size": "per_device_eval_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "gradient_accumulation": "gradient_accumulation_steps",
+    "max_len": "max_length",
+    "cutoff_len": "max_length",  # LLaMA-Factory's name
+    "finetuning_type": "tuning",  # LLaMA-Factory's name
+    "train_type": "tuning",  # ms-swift's name
+    "model_name_or_path": "model",
+    "output": "output_dir",
+    "resume_from_checkpoint": "resume",
+    "threads": "num_threads",
+}
+
+
+def field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:  # noqa: A002
+    """A dataclass field with a help string (mutable defaults go through default_factory)."""
+    meta = {"help": help}
+    if isinstance(default, list | dict):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(inner type, is_list) for annotations such as `int | None` or `list[str]`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    if origin in (list, Sequence):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise a ConfigError that names key and value."""
+    if value is None:
+        return None
+    inner, is_list = _base_type(tp)
+    if is_list:
+        items = value if isinstance(value, list | tuple) else [value]
+        out: list[Any] = []
+        for item in items:
+            # "a,b" on the command line means two items, as in LLaMA-Factory's `dataset: a,b`.
+            parts = item.split(",") if isinstance(item, str) and inner is str else [item]
+            out.extend(coerce(cls_name, name, inner, p.strip() if isinstance(p, str) else p) for p in parts)
+        return [x for x in out if x != ""]
+    try:
+        if inner is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if inner is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if inner is float:
+            return float(value)
+        if inner is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name}: got {value!r}, expected a value of type {getattr(inner, '__name__', inner)}.",
+            hint=f"Fix `{name}` in the YAML file or pass --{name.replace('_', '-')} with a valid value.",
+        ) from None
+    return value
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Raise a ConfigError unless `value` is one of `allowed` (used by __post_init__ validators)."""
+    allowed = list(allowed)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f"Did you mean {close[0]!r}?" if close else f"Use one of: {', '.join(map(str, allowed))}."
+        raise ConfigError(f"{name}: got {value!r}, expected one of {allowed}.", hint=hint)
+
+
+def check_range(name: str, value: float | None, lo: float | None = None, hi: float | None = None) -> None:
+    """Raise a ConfigError when a number lies outside [lo, hi]."""
+    if value is None:
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ConfigError(f"{name}: got {value!r}, expected a number in {bounds}.")
+
+
+class ComposedConfig:
+    """A verb's config: several section dataclasses sharing one flat key namespace.
+
+    Subclasses list their sections in `SECTIONS` (attribute name -> dataclass type).
+    """
+
+    SECTIONS: typing.ClassVar[dict[str, type]] = {}
+    VERB: typing.ClassVar[str] = ""
+
+    def __init__(self, **sections: Any) -> None:
+        for attr, cls in self.SECTIONS.items():
+            setattr(self, attr, sections.get(attr) or cls())
+
+    # ---- introspection -------------------------------------------------------------------------------
+    @classmethod
+    def keys(cls) -> dict[str, tuple[str, dataclasses.Field[Any]]]:
+        """Flat key -> (section attribute, dataclass field)."""
+        out: dict[str, tuple[str, dataclasses.Field[Any]]] = {}
+        for attr, section in cls.SECTIONS.items():
+            hints = typing.get_type_hints(section)
+            for f in dataclasses.fields(section):
+                f.type = hints[f.name]
+                out[f.name] = (attr, f)
+        return out
+
+    # ---- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config") -> T:
+        keys = cls.keys()  # type: ignore[attr-defined]
+        per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
+        for raw_key, value in values.items():
+            key = str(raw_key).replace("-", "_")
+            key = ALIASES.get(key, key)
+            if key not in keys:
+                close = difflib.get_close_matches(key, list(keys) + list(ALIASES), n=1, cutoff=0.6)
+                hint = f"Did you mean `{ALIASES.get(close[0], close[0])}`?" if close else "See --help for every key."
+                raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint)
+            attr, f = keys[key]
+            per_section[attr][key] = coerce(cls.__name__, key, f.type, value)
+        sections = {attr: sec(**per_section[attr]) for attr, sec in cls.SECTIONS.items()}  # type: ignore[attr-defined]
+        return cls(**sections)
+
+    @classmethod
+    def from_sources(cls: type[T], yaml_path: str | Path | None, argv: Sequence[str] = ()) -> T:
+        """YAML file (optional) first, then `--key value` / `key=value` overrides."""
+        values: dict[str, Any] = {}
+        if yaml_path is not None:
+            values.update(load_yaml(yaml_path))
+        values.update(parse_overrides(cls, argv))  # type: ignore[arg-type]
+        return cls.from_dict(values, source=str(yaml_path or "command line"))  # type: ignore[attr-defined, no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for attr in self.SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, attr)))
+        return out
+
+    def save_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist.", hint="Pass the path of a YAML file.")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of key: value, got {type(data).__name__}.")
+    return data
+
+
+def parse_overrides(cls: type[ComposedConfig], argv: Sequence[str]) -> dict[str, Any]:
+    """Parse `--key value`, `--key=value`, `key=value` and bare boolean `--flag` / `--no-flag`."""
+    keys = cls.keys()
+    values: dict[str, Any] = {}
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        tok = items[i]
+        i += 1
+        if tok.startswith("--"):
+            body = tok[2:]
+            if "=" in body:
+                key, val = body.split("=", 1)
+            else:
+                key = body
+                canon = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+                negated = canon.startswith("no_") and canon[3:] in keys
+                target = canon[3:] if negated else canon
+                is_bool = target in keys and _base_type(keys[target][1].type)[0] is bool
+                if is_bool and (i >= len(items) or items[i].startswith("--") or negated):
+                    values[target] = not negated
+                    continue
+                if i >= len(items):
+                    raise ConfigError(f"option {tok} needs a value.", hint=f"Write {tok} VALUE.")
+                val = items[i]
+                i += 1
+        elif "=" in tok:
+            key, val = tok.split("=", 1)
+        else:
+            raise ConfigError(f"unexpected argument {tok!r}.", hint="Options look like --key value or key=value.")
+        canon = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        field_tp = keys[canon][1].type if canon in keys else None
+        if field_tp is not None and _base_type(field_tp)[1]:
+            values.setdefault(canon, [])
+            values[canon].append(val)  # repeated --dataset accumulates
+        else:
+            values[canon] = val
+    return values
+
+
+def add_help_arguments(parser: argparse.ArgumentParser, cls: type[ComposedConfig]) -> None:
+    """Document every key in `--help` (parsing itself goes through parse_overrides)."""
+    reverse: dict[str, list[str]] = {}
+    for short, canon in ALIASES.items():
+        reverse.setdefault(canon, []).append(short)
+    for attr, section in cls.SECTIONS.items():
+        group = parser.add_argument_group(f"{attr} options")
+        for f in dataclasses.fields(section):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            flags = [f"--{f.name.replace('_', '-')}"] + [f"--{a.replace('_', '-')}" for a in reverse.get(f.name, [])]
+            help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+            group.add_argument(
+                *flags, dest=f"_doc_{f.name}", metavar="V", nargs="?", help=help_text, default=argparse.SUPPRESS
+            )

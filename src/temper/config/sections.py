@@ -1,0 +1,108 @@
+"""The config sections that the training verbs share. Field names follow TrainingArguments where the knob is
+the same, because users already know them; the short spellings are aliases (config/base.py ALIASES)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temper.config.base import ComposedConfig, check_choice, check_range, field
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class ModelCfg:
+    model: str = field(DEFAULT_MODEL, help="bundled alias, Hugging Face directory, .gguf file or temper run dir")
+    template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
+    dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")
+    attn_implementation: str = field("sdpa", help="attention kernel: sdpa or eager")
+
+    def __post_init__(self) -> None:
+        check_choice("dtype", self.dtype, ["auto", "bf16", "fp16", "fp32"])
+        check_choice("attn_implementation", self.attn_implementation, ["sdpa", "eager", "flash_attention_2"])
+
+
+@dataclass
+class DataCfg:
+    dataset: list[str] = field([], help="data file(s) or dataset_info names; FILE#N samples N rows; repeatable")
+    dataset_dir: str | None = field(None, help="a LLaMA-Factory style folder with dataset_info.json")
+    format: str = field("auto", help="row format: auto, alpaca, sharegpt, messages, query_response, swift_conversation, text")
+    max_length: int = field(1024, help="tokens per sample (and per packed row)")
+    truncation: str = field("truncate", help="rows longer than max_length: truncate or drop (counted either way)")
+    packing: bool = field(False, help="concatenate samples into rows of max_length without cross-attention")
+    val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
+    system: str | None = field(None, help="system prompt used when a row has none")
+    model_name: str | None = field(None, help="fills {{name}} / {{NAME}} placeholders in the data")
+    model_author: str | None = field(None, help="fills {{author}} / {{AUTHOR}} placeholders in the data")
+
+    def __post_init__(self) -> None:
+        from temper.data.formats import FORMATS
+
+        check_choice("format", self.format, ["auto", *FORMATS])
+        check_choice("truncation", self.truncation, ["truncate", "drop"])
+        check_range("max_length", self.max_length, 8, None)
+        check_range("val_size", self.val_size, 0, None)
+
+
+@dataclass
+class TuneCfg:
+    tuning: str = field("lora", help="lora, freeze (train the last N layers) or full")
+    lora_rank: int = field(8, help="LoRA rank r")
+    lora_alpha: int | None = field(None, help="LoRA alpha (default: 2 x rank)")
+    lora_dropout: float = field(0.0, help="LoRA dropout")
+    lora_target: list[str] = field(["all-linear"], help="modules to adapt: all-linear or names (q_proj,v_proj)")
+    use_rslora: bool = field(False, help="rank-stabilised LoRA scaling (alpha / sqrt(r))")
+    use_dora: bool = field(False, help="weight-decomposed LoRA (DoRA)")
+    freeze_trainable_layers: int = field(2, help="with tuning=freeze: how many last layers train")
+    quantization: str | None = field(None, help="QLoRA base weights: 4bit or 8bit (needs bitsandbytes)")
+
+    def __post_init__(self) -> None:
+        check_choice("tuning", self.tuning, ["lora", "freeze", "full"])
+        check_range("lora_rank", self.lora_rank, 1, None)
+        check_range("lora_dropout", self.lora_dropout, 0, 1)
+        check_choice("quantization", self.quantization, [None, "4bit", "8bit"])
+
+
+@dataclass
+class TrainCfg:
+    output_dir: str = field("runs/sft", help="run directory (created; resumed with --resume auto)")
+    num_train_epochs: float = field(3.0, help="epochs over the training set")
+    max_steps: int = field(-1, help="stop after this many optimizer steps (overrides epochs when > 0)")
+    per_device_train_batch_size: int = field(4, help="samples (or packed rows) per device per step")
+    per_device_eval_batch_size: int = field(8, help="batch size for evaluation")
+    gradient_accumulation_steps: int = field(1, help="micro-batches per optimizer step")
+    learning_rate: float = field(1e-4, help="peak learning rate")
+    lr_scheduler_type: str = field("cosine", help="linear, cosine, constant, constant_with_warmup, ...")
+    warmup_ratio: float = field(0.0, help="fraction of steps spent warming up")
+    weight_decay: float = field(0.0, help="AdamW weight decay")
+    max_grad_norm: float = field(1.0, help="gradient clipping norm")
+    seed: int = field(42, help="seed for data sampling, init and shuffling")
+    bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
+    gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
+    logging_steps: int = field(1, help="log every N steps")
+    eval_steps: int | None = field(None, help="evaluate every N steps (default: once per epoch when a val split exists)")
+    save_steps: int | None = field(None, help="checkpoint every N steps (default: once per epoch)")
+    save_total_limit: int | None = field(2, help="keep at most N checkpoints")
+    early_stopping_patience: int | None = field(None, help="stop after N evaluations without improvement")
+    resume: str | None = field(None, help="auto (last checkpoint in output_dir), a checkpoint path, or none")
+    num_threads: int | None = field(None, help="CPU threads for torch (default: torch's choice)")
+    report_to: list[str] = field(["none"], help="Trainer integrations: none, tensorboard, wandb, ...")
+    overwrite_output_dir: bool = field(False, help="allow writing into a non-empty run dir without resuming")
+
+    def __post_init__(self) -> None:
+        check_choice("bf16", str(self.bf16).lower(), ["auto", "true", "false"])
+        self.bf16 = str(self.bf16).lower()
+        check_range("learning_rate", self.learning_rate, 0, 1)
+        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+
+
+class SFTConfig(ComposedConfig):
+    """Configuration of `temper sft` (see `temper sft --help`)."""
+
+    VERB = "sft"
+    SECTIONS = {"model": ModelCfg, "data": DataCfg, "tune": TuneCfg, "train": TrainCfg}
+    model: ModelCfg
+    data: DataCfg
+    tune: TuneCfg
+    train: TrainCfg
