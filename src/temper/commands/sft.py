@@ -26,9 +26,13 @@ def split_config_arg(raw: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
-    from temper.recipes.sft import train_sft
+    from temper.training.launch import launch, needs_launch
 
     yaml_path, overrides = split_config_arg(raw)
     cfg = SFTConfig.from_sources(yaml_path, overrides)
+    if needs_launch(cfg.dist):
+        return launch("sft", raw, cfg.dist)
+    from temper.recipes.sft import train_sft
+
     train_sft(cfg)
     return 0

@@ -160,7 +160,11 @@ class ComposedConfig:
             key = ALIASES.get(key, key)
             if key not in keys:
                 close = difflib.get_close_matches(key, list(keys) + list(ALIASES), n=1, cutoff=0.6)
-                hint = f"Did you mean `{ALIASES.get(close[0], close[0])}`?" if close else "See --help for every key."
+                hint = (
+                    f"Did you mean `{ALIASES.get(close[0], close[0])}`?"
+                    if close
+                    else "See --help for every key."
+                )
                 raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint)
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value)
@@ -228,7 +232,9 @@ def parse_overrides(cls: type[ComposedConfig], argv: Sequence[str]) -> dict[str,
         elif "=" in tok:
             key, val = tok.split("=", 1)
         else:
-            raise ConfigError(f"unexpected argument {tok!r}.", hint="Options look like --key value or key=value.")
+            raise ConfigError(
+                f"unexpected argument {tok!r}.", hint="Options look like --key value or key=value."
+            )
         canon = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
         field_tp = keys[canon][1].type if canon in keys else None
         if field_tp is not None and _base_type(field_tp)[1]:
@@ -247,9 +253,16 @@ def add_help_arguments(parser: argparse.ArgumentParser, cls: type[ComposedConfig
     for attr, section in cls.SECTIONS.items():
         group = parser.add_argument_group(f"{attr} options")
         for f in dataclasses.fields(section):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            flags = [f"--{f.name.replace('_', '-')}"] + [f"--{a.replace('_', '-')}" for a in reverse.get(f.name, [])]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc, operator]
+            flags = [f"--{f.name.replace('_', '-')}"] + [
+                f"--{a.replace('_', '-')}" for a in reverse.get(f.name, [])
+            ]
             help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
             group.add_argument(
-                *flags, dest=f"_doc_{f.name}", metavar="V", nargs="?", help=help_text, default=argparse.SUPPRESS
+                *flags,
+                dest=f"_doc_{f.name}",
+                metavar="V",
+                nargs="?",
+                help=help_text,
+                default=argparse.SUPPRESS,
             )

@@ -12,7 +12,9 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass
 class ModelCfg:
-    model: str = field(DEFAULT_MODEL, help="bundled alias, Hugging Face directory, .gguf file or temper run dir")
+    model: str = field(
+        DEFAULT_MODEL, help="bundled alias, Hugging Face directory, .gguf file or temper run dir"
+    )
     template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
     dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")
     attn_implementation: str = field("sdpa", help="attention kernel: sdpa or eager")
@@ -24,11 +26,17 @@ class ModelCfg:
 
 @dataclass
 class DataCfg:
-    dataset: list[str] = field([], help="data file(s) or dataset_info names; FILE#N samples N rows; repeatable")
+    dataset: list[str] = field(
+        [], help="data file(s) or dataset_info names; FILE#N samples N rows; repeatable"
+    )
     dataset_dir: str | None = field(None, help="a LLaMA-Factory style folder with dataset_info.json")
-    format: str = field("auto", help="row format: auto, alpaca, sharegpt, messages, query_response, swift_conversation, text")
+    format: str = field(
+        "auto", help="row format: auto, alpaca, sharegpt, messages, query_response, swift_conversation, text"
+    )
     max_length: int = field(1024, help="tokens per sample (and per packed row)")
-    truncation: str = field("truncate", help="rows longer than max_length: truncate or drop (counted either way)")
+    truncation: str = field(
+        "truncate", help="rows longer than max_length: truncate or drop (counted either way)"
+    )
     packing: bool = field(False, help="concatenate samples into rows of max_length without cross-attention")
     val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
     system: str | None = field(None, help="system prompt used when a row has none")
@@ -50,7 +58,9 @@ class TuneCfg:
     lora_rank: int = field(8, help="LoRA rank r")
     lora_alpha: int | None = field(None, help="LoRA alpha (default: 2 x rank)")
     lora_dropout: float = field(0.0, help="LoRA dropout")
-    lora_target: list[str] = field(["all-linear"], help="modules to adapt: all-linear or names (q_proj,v_proj)")
+    lora_target: list[str] = field(
+        ["all-linear"], help="modules to adapt: all-linear or names (q_proj,v_proj)"
+    )
     use_rslora: bool = field(False, help="rank-stabilised LoRA scaling (alpha / sqrt(r))")
     use_dora: bool = field(False, help="weight-decomposed LoRA (DoRA)")
     freeze_trainable_layers: int = field(2, help="with tuning=freeze: how many last layers train")
@@ -80,7 +90,9 @@ class TrainCfg:
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
     logging_steps: int = field(1, help="log every N steps")
-    eval_steps: int | None = field(None, help="evaluate every N steps (default: once per epoch when a val split exists)")
+    eval_steps: int | None = field(
+        None, help="evaluate every N steps (default: once per epoch when a val split exists)"
+    )
     save_steps: int | None = field(None, help="checkpoint every N steps (default: once per epoch)")
     save_total_limit: int | None = field(2, help="keep at most N checkpoints")
     early_stopping_patience: int | None = field(None, help="stop after N evaluations without improvement")
@@ -97,12 +109,32 @@ class TrainCfg:
         check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
 
 
+@dataclass
+class DistCfg:
+    nproc: int = field(1, help="processes on this node (>1 launches through torchrun: DDP by default)")
+    nnodes: int = field(1, help="number of machines")
+    node_rank: int = field(0, help="rank of this machine (0 .. nnodes-1)")
+    master_addr: str = field("127.0.0.1", help="address of the rank-0 machine")
+    master_port: int = field(29500, help="port of the rank-0 machine")
+    distributed: str = field("ddp", help="ddp or fsdp (full shard through accelerate)")
+    deepspeed: str | None = field(
+        None, help="ZeRO preset (zero0..3, zero2_offload, zero3_offload) or a JSON path"
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("distributed", self.distributed, ["ddp", "fsdp"])
+        check_range("nproc", self.nproc, 1, None)
+        check_range("nnodes", self.nnodes, 1, None)
+        check_range("node_rank", self.node_rank, 0, self.nnodes - 1)
+
+
 class SFTConfig(ComposedConfig):
     """Configuration of `temper sft` (see `temper sft --help`)."""
 
     VERB = "sft"
-    SECTIONS = {"model": ModelCfg, "data": DataCfg, "tune": TuneCfg, "train": TrainCfg}
+    SECTIONS = {"model": ModelCfg, "data": DataCfg, "tune": TuneCfg, "train": TrainCfg, "dist": DistCfg}
     model: ModelCfg
     data: DataCfg
     tune: TuneCfg
     train: TrainCfg
+    dist: DistCfg

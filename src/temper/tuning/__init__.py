@@ -1,1 +1,100 @@
-"""temper.tuning"""
+"""Which parameters train: LoRA (peft, with rslora/DoRA), freeze (the last N layers) or full.
+
+Example:
+    >>> from temper.config import TuneCfg
+    >>> model = apply_tuning(model, TuneCfg(tuning="lora", lora_rank=8))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temper.config.sections import TuneCfg
+from temper.errors import ConfigError
+
+
+def apply_tuning(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None = None) -> Any:
+    """Return the model to train; `modules_to_save` keeps new heads (e.g. a classifier) fully trainable."""
+    if cfg.tuning == "lora":
+        return _lora(model, cfg, modules_to_save)
+    if cfg.tuning == "freeze":
+        _freeze(model, cfg.freeze_trainable_layers, modules_to_save or [])
+        return model
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    target: str | list[str] = "all-linear" if cfg.lora_target == ["all-linear"] else list(cfg.lora_target)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if isinstance(target, list):
+        unknown = [t for t in target if t not in names]
+        if unknown:
+            raise ConfigError(
+                f"lora_target: {unknown} not found in the model.",
+                hint=f"Use all-linear or module names such as {sorted(n for n in names if 'proj' in n)[:8]}.",
+            )
+    is_causal = getattr(model.config, "architectures", None) is None or any(
+        a.endswith("ForCausalLM") for a in (model.config.architectures or [])
+    )
+    task = TaskType.CAUSAL_LM if is_causal and not modules_to_save else None
+    lcfg = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        modules_to_save=modules_to_save,
+        task_type=task,
+    )
+    return get_peft_model(model, lcfg)
+
+
+def _decoder_layers(model: Any) -> Any:
+    for attr in (
+        "model.layers",
+        "model.decoder.layers",
+        "transformer.h",
+        "encoder.layer",
+        "bert.encoder.layer",
+    ):
+        obj = model
+        try:
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    raise ConfigError(
+        "tuning=freeze: cannot find the model's layer list.",
+        hint="Use tuning=lora or tuning=full for this model.",
+    )
+
+
+def _freeze(model: Any, n_trainable: int, keep: list[str]) -> None:
+    layers = _decoder_layers(model)
+    if not 0 < n_trainable <= len(layers):
+        raise ConfigError(
+            f"freeze_trainable_layers: got {n_trainable}, the model has {len(layers)} layers.",
+            hint=f"Use a number from 1 to {len(layers)}.",
+        )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in list(layers)[-n_trainable:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    for name, module in model.named_modules():
+        if any(name.endswith(k) for k in keep):
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

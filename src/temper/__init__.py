@@ -1,0 +1,35 @@
+"""temper: fine-tune, evaluate, export and serve language models — offline on a laptop CPU, or on GPUs.
+
+The Python API is the product; the CLI, server and board call it. Heavy imports happen on first use.
+
+Example:
+    >>> import temper
+    >>> cfg = temper.SFTConfig.from_sources(None, ["--dataset", "data.json", "--max-steps", "10"])
+    >>> result = temper.train_sft(cfg)                                             # doctest: +SKIP
+    >>> model, tokenizer = temper.load_model(result.run_dir)                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temper.config import SFTConfig
+
+__version__ = "0.1.0"
+
+
+def train_sft(cfg: SFTConfig) -> Any:
+    """Supervised fine-tuning into a run directory (see temper.recipes.sft)."""
+    from temper.recipes.sft import train_sft as _train
+
+    return _train(cfg)
+
+
+def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) from a bundled alias, HF dir, .gguf file or run dir (adapters attached)."""
+    from temper.models.load import load_causal_lm
+
+    return load_causal_lm(name, dtype=dtype)
+
+
+__all__ = ["SFTConfig", "__version__", "load_model", "train_sft"]

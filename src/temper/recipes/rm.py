@@ -1,0 +1,1 @@
+"""Reward model training (placeholder while the recipe is written)."""

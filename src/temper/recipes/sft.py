@@ -1,0 +1,207 @@
+"""Supervised fine-tuning, top to bottom: data -> records -> tokens -> model -> tuning -> engine -> run dir.
+
+Example:
+    >>> from temper.config import SFTConfig
+    >>> from temper.recipes.sft import train_sft
+    >>> cfg = SFTConfig.from_sources("configs/sft_lora_identity.yaml")            # doctest: +SKIP
+    >>> result = train_sft(cfg)                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from rich.console import Console
+
+from temper.config import SFTConfig
+from temper.data.collate import (
+    PackedCollator,
+    PadCollator,
+    batches_of,
+    length_grouped_order,
+    pack_samples,
+    padding_ratio,
+)
+from temper.data.load import load_records, split_validation
+from temper.data.templates import prepare_tokenizer
+from temper.data.tokenize import EncodeStats, encode_dataset
+from temper.models.load import load_causal_lm, pick_dtype, resolve
+from temper.objectives.sft import sft_loss
+from temper.runs import fingerprint_files, write_manifest
+from temper.training.checkpoint import check_output_dir, check_world_size
+from temper.training.engine import TrainResult, train, use_bf16
+from temper.training.launch import trainer_kwargs
+from temper.tuning import apply_tuning, count_parameters
+
+console = Console(stderr=True)
+
+
+def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Fine-tune `cfg.model.model` on `cfg.data.dataset` and write a run directory to `cfg.train.output_dir`.
+
+    `callbacks` are extra transformers TrainerCallbacks (the board and tests use them).
+    """
+    run_dir = Path(cfg.train.output_dir)
+    # Every process checks before any writes (the barrier), then only the main process writes the run dir.
+    state = PartialState()
+    check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
+    check_world_size(run_dir, cfg.train.resume, state.num_processes)
+    state.wait_for_everyone()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+
+    # 1. Data: every row becomes a ChatExample/TextExample, or we stop with every problem listed.
+    records = load_records(
+        cfg.data.dataset,
+        dataset_dir=cfg.data.dataset_dir,
+        format=cfg.data.format,
+        model_name=cfg.data.model_name,
+        model_author=cfg.data.model_author,
+        seed=cfg.train.seed,
+    )
+    train_records, val_records = split_validation(records, cfg.data.val_size, cfg.train.seed)
+
+    # 2. Model and tokenizer. LoRA keeps the frozen base in bf16 when bf16 is on (the adapters stay fp32,
+    # peft upcasts them); full and freeze tuning keep fp32 master weights and use autocast instead.
+    ref = resolve(cfg.model.model)
+    bf16 = use_bf16(cfg.train)
+    dtype = pick_dtype(cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
+    if cfg.model.dtype == "auto" and bf16 and cfg.tune.tuning == "lora":
+        dtype = torch.bfloat16
+    dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+    if cfg.tune.quantization:
+        from temper.export.quantize import check_quantization_backend
+
+        check_quantization_backend(cfg.tune.quantization)
+    model, tokenizer = load_causal_lm(
+        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation
+    )
+    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
+
+    # 3. Tokens: assistant-only labels; over-long rows are truncated or dropped, and always counted.
+    train_rows, stats = encode_dataset(
+        train_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
+    )
+    val_rows, _ = encode_dataset(
+        val_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
+    )
+    collator: Any = PadCollator(tokenizer.pad_token_id)
+    if cfg.data.packing:
+        train_rows = pack_samples(train_rows, cfg.data.max_length)
+        val_rows = pack_samples(val_rows, cfg.data.max_length) if val_rows else val_rows
+        collator = PackedCollator(tokenizer.pad_token_id)
+    _report_data(stats, train_rows, val_rows, cfg)
+
+    # 4. Tuning: which parameters train.
+    if cfg.train.gradient_checkpointing:
+        model.config.use_cache = False
+    model = apply_tuning(model, cfg.tune)
+    if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
+        model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input with a frozen embedding
+    trainable, total = count_parameters(model)
+    console.print(
+        f"[bold]model[/] {ref.name} ({total / 1e6:.1f}M params, {dtype_name}); "
+        f"tuning={cfg.tune.tuning}: {trainable / 1e6:.2f}M trainable ({100 * trainable / total:.2f}%)"
+    )
+    global_batch = (
+        cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps * state.num_processes
+    )
+    console.print(
+        f"[bold]batch[/] global {global_batch} = {cfg.train.per_device_train_batch_size} per device x "
+        f"{cfg.train.gradient_accumulation_steps} accumulation x {state.num_processes} process(es)"
+    )
+
+    # 5. Run directory contract: config + manifest first, so a crashed run is still identifiable and resumable.
+    if state.is_main_process:
+        cfg.save_yaml(run_dir / "config.yaml")
+    base_name = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
+    manifest_extra = {
+        "seed": cfg.train.seed,
+        "data_fingerprint": fingerprint_files(cfg.data.dataset),
+        "datasets": cfg.data.dataset,
+        "template": cfg.model.template,
+        "data_stats": {k: v for k, v in stats.items() if k != "lengths"},
+        "world_size": state.num_processes,
+    }
+    weights = "adapter" if cfg.tune.tuning == "lora" else "full"
+    if state.is_main_process:
+        write_manifest(run_dir, "sft", _base_for_manifest(base_name, ref), weights, **manifest_extra)
+
+    # 6. Train.
+    result = train(
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=train_rows,
+        eval_dataset=val_rows or None,
+        data_collator=collator,
+        cfg=cfg.train,
+        run_dir=run_dir,
+        loss_fn=sft_loss,
+        group_by_length=not cfg.data.packing,
+        extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
+        callbacks=callbacks,
+    )
+    if state.is_main_process:
+        write_manifest(
+            run_dir,
+            "sft",
+            _base_for_manifest(base_name, ref),
+            weights,
+            **manifest_extra,
+            result=_summary(result),
+        )
+        _report_end(result)
+    return result
+
+
+def _base_for_manifest(base_name: str, ref: Any) -> str:
+    """Aliases stay aliases (portable between machines); paths are made absolute so the run dir can move."""
+    from temper.models.load import BUNDLED
+
+    if base_name in BUNDLED:
+        return base_name
+    if ref.kind == "run" and ref.base_name:
+        return str(ref.base_name)
+    return str(Path(base_name).resolve())
+
+
+def _report_data(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], cfg: SFTConfig) -> None:
+    lengths = [len(r["input_ids"]) for r in train_rows]
+    bs = cfg.train.per_device_train_batch_size
+    # Estimated with the same grouping the sampler uses; the measured ratio is printed at the end.
+    order = (
+        list(range(len(lengths))) if cfg.data.packing else length_grouped_order(lengths, bs, cfg.train.seed)
+    )
+    ratio = padding_ratio(batches_of(lengths, order, bs))
+    msg = (
+        f"[bold]data[/] {stats['n_rows']} rows -> {len(train_rows)} train / {len(val_rows)} val "
+        f"{'packed rows' if cfg.data.packing else 'samples'}; truncated {stats['n_truncated']}, "
+        f"dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); padding {100 * ratio:.1f}%"
+    )
+    console.print(msg)
+
+
+def _summary(result: TrainResult) -> dict[str, Any]:
+    return {
+        "global_step": result.global_step,
+        "train_loss": result.train_loss,
+        "tokens": result.tokens,
+        "tokens_per_second": round(result.tokens_per_second, 2),
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "metrics": result.metrics,
+    }
+
+
+def _report_end(result: TrainResult) -> None:
+    console.print(
+        f"[bold green]done[/] {result.global_step} steps, train loss {result.train_loss:.4f}, "
+        f"{result.tokens_per_second:.0f} tokens/s, peak RSS {result.peak_rss_mb:.0f} MB\n"
+        f"  run dir: {result.run_dir}  (config.yaml, temper_run.json, metrics.jsonl, loss.png, weights, tokenizer)\n"
+        f"  next:    temper chat {result.run_dir}"
+    )

@@ -1,0 +1,197 @@
+"""Trainer callbacks: a rich progress bar with tokens/s, metrics.jsonl, the loss plot, and checkpoint markers.
+
+All of them write only on the main process (`state.is_world_process_zero`), so a multi-process run still
+produces one run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+
+class TokenMeter:
+    """Counts non-padding tokens seen in training micro-batches (shared by the trainer and the callbacks)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.start: float | None = None
+        self.last_tokens = 0
+        self.last_time: float | None = None
+
+    def add(self, n: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+        self.tokens += n
+
+    def rate(self) -> float:
+        """Tokens/s since the previous call (the first call measures from the first batch)."""
+        now = time.perf_counter()
+        since = self.last_time or self.start or now
+        dt = now - since
+        rate = (self.tokens - self.last_tokens) / dt if dt > 0 else 0.0
+        self.last_tokens, self.last_time = self.tokens, now
+        return rate
+
+    def overall(self) -> float:
+        if self.start is None:
+            return 0.0
+        dt = time.perf_counter() - self.start
+        return self.tokens / dt if dt > 0 else 0.0
+
+
+class RichProgress(TrainerCallback):
+    """Replaces the Trainer's tqdm bar: step, loss, tokens/s and ETA on one line."""
+
+    def __init__(self, meter: TokenMeter, console: Console | None = None) -> None:
+        self.meter = meter
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.fields = {"loss": "-", "tps": "-"}
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, loss="-", tps="-"
+        )
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Any = None,
+        **kw: Any,
+    ) -> None:
+        if self.progress is None or not logs:
+            return
+        if "loss" in logs:
+            self.fields["loss"] = f"{logs['loss']:.4f}"
+        if "tokens_per_second" in logs:
+            self.fields["tps"] = f"{logs['tokens_per_second']:.0f}"
+        self.progress.update(self.task, loss=self.fields["loss"], tps=self.fields["tps"])
+        if "eval_loss" in logs:
+            shown = {
+                k: round(v, 4) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
+            }
+            self.progress.console.print(f"eval @ step {state.global_step}: {shown}")
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every log event to metrics.jsonl (the board and `temper data stats` read it live)."""
+
+    def __init__(self, run_dir: Path, meter: TokenMeter) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.meter = meter
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Any = None,
+        **kw: Any,
+    ) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            plot_metrics(self.path, self.path.parent / "loss.png")
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete only after the Trainer finished writing it.
+
+    transformers writes checkpoint-N/ file by file; a crash mid-save leaves a folder that `get_last_checkpoint`
+    would happily pick. `--resume auto` only considers folders with this marker (see checkpoint.py).
+    """
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            (ckpt / "temper_complete").write_text(str(state.global_step))
+
+
+def plot_metrics(metrics_path: Path, out_png: Path) -> None:
+    """Plot loss (and eval loss) plus any other logged scalar metric, one panel each."""
+    if not metrics_path.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers / CI
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    skip = {"step", "epoch", "time", "learning_rate", "grad_norm", "total_flos", "train_runtime"}
+    for r in rows:
+        for k, v in r.items():
+            if k in skip or not isinstance(v, int | float) or k.endswith(("_runtime", "per_second", "_flos")):
+                continue
+            xs, ys = series.setdefault(k, ([], []))
+            xs.append(r["step"])
+            ys.append(v)
+    if not series:
+        return
+    keys = sorted(series, key=lambda k: (k not in ("loss", "eval_loss"), k))
+    panels = ["loss", *[k for k in keys if k not in ("loss", "eval_loss")]][:6]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), squeeze=False)
+    for ax, key in zip(axes[:, 0], panels, strict=False):
+        for name in (key, f"eval_{key}") if key == "loss" else (key,):
+            if name in series:
+                ax.plot(*series[name], marker="o" if name.startswith("eval") else None, ms=3, label=name)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)

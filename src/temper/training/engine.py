@@ -1,0 +1,286 @@
+"""The engine: the one place that builds the transformers Trainer.
+
+The Trainer (with accelerate underneath) already does accumulation, schedules, resume with RNG state,
+DDP/FSDP/DeepSpeed, early stopping, best-model loading and report_to integrations; we configure it from
+TrainCfg and add three things: a pluggable objective (`loss_fn`, a pure function from the objectives package),
+its metrics in the logs, and our callbacks (rich progress with tokens/s, metrics.jsonl, loss plot, checkpoint
+completion markers).
+
+Example:
+    >>> result = train(model=model, tokenizer=tok, train_dataset=rows, eval_dataset=None,
+    ...                data_collator=PadCollator(tok.pad_token_id), cfg=TrainCfg(max_steps=4),
+    ...                run_dir=Path("runs/x"), loss_fn=sft_loss)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import resource
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+
+from temper.config.sections import TrainCfg
+from temper.models.load import bf16_supported
+from temper.training.callbacks import CheckpointMarker, MetricsLog, RichProgress, TokenMeter, plot_metrics
+from temper.training.checkpoint import find_resume_checkpoint
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    train_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    tokens_per_second: float = 0.0
+    tokens: int = 0
+    peak_rss_mb: float = 0.0
+    resumed_from: str | None = None
+
+
+class TemperTrainer(Trainer):
+    """Trainer whose loss comes from a pure objective function; its extra metrics are averaged into the logs.
+
+    Subclassing Trainer and overriding `compute_loss` is the extension point transformers documents (TRL
+    does the same); we keep the override small.
+    """
+
+    def __init__(self, *args: Any, loss_fn: LossFn | None, meter: TokenMeter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.meter = meter
+        self._metric_store: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        # Objectives that take `num_items_in_batch` normalise by the token count of the whole accumulated
+        # batch themselves (the fix for the gradient-accumulation loss bug); the others return a mean.
+        self._loss_takes_items = (
+            loss_fn is not None and "num_items_in_batch" in inspect.signature(loss_fn).parameters
+        )
+        if loss_fn is not None:
+            self.loss_is_scaled_for_ga = self._loss_takes_items
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> Any:
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        for b in batch_samples:
+            mask = b.get("attention_mask")
+            self.meter.add(
+                int(mask.sum()) if mask is not None and mask.dim() == 2 else int(b["input_ids"].numel())
+            )
+        if self._loss_takes_items and num_items is None and batch_samples and "labels" in batch_samples[0]:
+            num_items = sum(int(b["labels"][..., 1:].ne(-100).sum()) for b in batch_samples)
+            num_items = torch.tensor(num_items, device=device)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                num_items = self.accelerator.gather(num_items).sum()
+        return batch_samples, num_items
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if self.loss_fn is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self._loss_takes_items:
+            loss, metrics = self.loss_fn(model, inputs, num_items_in_batch=num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count was global
+        else:
+            loss, metrics = self.loss_fn(model, inputs)
+        store = self._metric_store["train" if model.training else "eval"]
+        for k, v in metrics.items():
+            store[k].append(float(v))
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: Any = None
+    ) -> Any:
+        if self.loss_fn is None or not prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        store = self._metric_store[split]
+        prefix = "eval_" if split == "eval" else ""
+        for k, vals in store.items():
+            if vals:
+                logs[f"{prefix}{k}"] = sum(vals) / len(vals)
+        store.clear()
+        if split == "train" and "loss" in logs:
+            logs["tokens_per_second"] = round(self.meter.rate(), 2)
+        super().log(logs, start_time)
+
+
+def use_bf16(cfg: TrainCfg) -> bool:
+    return cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_supported())
+
+
+def build_training_args(
+    cfg: TrainCfg,
+    run_dir: Path,
+    has_eval: bool,
+    metric_for_best_model: str | None,
+    greater_is_better: bool | None,
+    group_by_length: bool = False,
+    extra_args: dict[str, Any] | None = None,
+) -> TrainingArguments:
+    """TrainCfg -> TrainingArguments. Per-epoch eval/save unless steps are given."""
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if cfg.eval_steps else "epoch"
+    save_strategy = "steps" if cfg.save_steps else "epoch"
+    best = has_eval and (metric_for_best_model is not None or cfg.early_stopping_patience is not None)
+    if best and eval_strategy != save_strategy:
+        save_strategy = eval_strategy  # load_best_model_at_end needs them to match
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        bf16=use_bf16(cfg),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        logging_steps=cfg.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
+        save_strategy=save_strategy,
+        save_steps=(cfg.save_steps or cfg.eval_steps or 500) if save_strategy == "steps" else 500,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=best,
+        metric_for_best_model=(metric_for_best_model or "eval_loss") if best else None,
+        greater_is_better=greater_is_better if best else None,
+        report_to=[r for r in cfg.report_to if r != "none"] or "none",
+        remove_unused_columns=False,  # our collators build exactly the tensors the objective needs
+        dataloader_num_workers=0,
+        # Batches of similar lengths waste less on padding (the collator pads to the longest in the batch).
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        disable_tqdm=True,  # RichProgress replaces it
+        use_cpu=not torch.cuda.is_available(),
+        # Our objectives touch every trainable parameter; searching for unused ones costs a graph walk per step.
+        ddp_find_unused_parameters=False,
+        **(extra_args or {}),
+    )
+
+
+def train(
+    *,
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    data_collator: Any,
+    cfg: TrainCfg,
+    run_dir: Path,
+    loss_fn: LossFn | None = None,
+    compute_metrics: Callable[..., dict[str, float]] | None = None,
+    metric_for_best_model: str | None = None,
+    greater_is_better: bool | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    save_model: bool = True,
+    group_by_length: bool = False,
+    extra_args: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train with the transformers Trainer and save the final weights + tokenizer into run_dir."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    resume = find_resume_checkpoint(run_dir, cfg.resume)
+    args = build_training_args(
+        cfg,
+        run_dir,
+        eval_dataset is not None,
+        metric_for_best_model,
+        greater_is_better,
+        group_by_length,
+        extra_args,
+    )
+    meter = TokenMeter()
+    cbs: list[TrainerCallback] = [
+        RichProgress(meter),
+        MetricsLog(run_dir, meter),
+        CheckpointMarker(),
+        *callbacks,
+    ]
+    if cfg.early_stopping_patience and eval_dataset is not None:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = TemperTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=cbs,
+        loss_fn=loss_fn,
+        meter=meter,
+    )
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    if trainer.is_world_process_zero():
+        trim_metrics(run_dir / "metrics.jsonl", resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(out.metrics)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    if save_model and trainer.is_world_process_zero():
+        trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
+        tokenizer.save_pretrained(run_dir)
+    if trainer.is_world_process_zero():
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    return TrainResult(
+        run_dir=run_dir,
+        global_step=out.global_step,
+        train_loss=float(out.training_loss),
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        tokens_per_second=meter.overall(),
+        tokens=meter.tokens,
+        peak_rss_mb=peak_rss_mb(),
+        resumed_from=resume,
+    )
+
+
+def trim_metrics(path: Path, resume: str | None) -> None:
+    """A fresh run starts a new log; a resumed one drops rows logged after its checkpoint (they are redone)."""
+    if not path.exists():
+        return
+    if resume is None:
+        path.unlink()
+        return
+    step = int(Path(resume).name.rsplit("-", 1)[-1])
+    kept = [line for line in path.read_text().splitlines() if line.strip() and _row_step(line) <= step]
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _row_step(line: str) -> int:
+    import json
+
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

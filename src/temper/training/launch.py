@@ -1,0 +1,98 @@
+"""Multi-process launch: `--nproc/--nnodes/...` re-run the same verb under torch's elastic launcher (torchrun).
+
+The recipe never knows how it was started: under torchrun each process sees WORLD_SIZE/RANK/LOCAL_RANK (the
+launcher's protocol, read by accelerate inside the Trainer), builds the same parts and hands them to the
+same engine. `accelerate launch -m temper sft ...` works the same way because it sets the same variables.
+FSDP and DeepSpeed are TrainingArguments settings built here from DistCfg.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from temper.config.sections import DistCfg
+from temper.errors import ConfigError
+
+DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
+
+
+def inside_launcher() -> bool:
+    """True in a process started by torchrun / accelerate (they set WORLD_SIZE for every worker)."""
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def needs_launch(dist: DistCfg) -> bool:
+    return (dist.nproc > 1 or dist.nnodes > 1) and not inside_launcher()
+
+
+def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[str]:
+    """The torchrun command line that runs `temper VERB raw_argv` on dist.nproc processes of this node."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={dist.nproc}",
+        f"--nnodes={dist.nnodes}",
+        f"--node-rank={dist.node_rank}",
+        f"--master-addr={dist.master_addr}",
+        f"--master-port={dist.master_port}",
+        "-m",
+        "temper",
+        verb,
+        *raw_argv,
+    ]
+
+
+def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
+    """Run the verb under torchrun and return its exit status (non-zero if any worker failed)."""
+    cmd = torchrun_command(verb, raw_argv, dist)
+    print(f"launching {dist.nproc} x {dist.nnodes} processes: {' '.join(cmd[1:])}", file=sys.stderr)
+    env = dict(os.environ)
+    # Each worker gets an equal share of the cores instead of all of them (oversubscription is slower).
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // dist.nproc)))
+    return subprocess.call(cmd, env=env)
+
+
+def deepspeed_config(name_or_path: str) -> dict[str, Any]:
+    """A bundled ZeRO preset by name, or the user's JSON file."""
+    if name_or_path in DEEPSPEED_PRESETS:
+        text = resources.files("temper.training").joinpath(f"presets/ds_{name_or_path}.json").read_text()
+        data: dict[str, Any] = json.loads(text)
+        return data
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"deepspeed: {name_or_path!r} is neither a preset nor a JSON file.",
+            hint=f"Use one of {', '.join(DEEPSPEED_PRESETS)} or the path of a DeepSpeed config JSON.",
+        )
+    try:
+        user: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"deepspeed: {path} is not valid JSON: {e}") from None
+    return user
+
+
+def trainer_kwargs(dist: DistCfg | None, tuning: str = "lora") -> dict[str, Any]:
+    """TrainingArguments settings for FSDP / DeepSpeed (empty for plain DDP or one process)."""
+    if dist is None:
+        return {}
+    if dist.deepspeed:
+        return {"deepspeed": deepspeed_config(dist.deepspeed)}
+    if dist.distributed == "fsdp":
+        cfg: dict[str, Any] = {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "state_dict_type": "FULL_STATE_DICT",  # one loadable safetensors file at the end
+            "cpu_ram_efficient_loading": False,
+            # LoRA: frozen and trainable parameters share wrapped modules; FSDP2 handles mixed requires_grad.
+            "use_orig_params": tuning != "full",
+        }
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": cfg}
+    return {}

@@ -1,0 +1,98 @@
+"""End-to-end SFT on a tiny random llama: loss falls, weights change, the run dir is complete, resume
+continues the same curve after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from temper.config import SFTConfig
+from temper.recipes.sft import train_sft
+from temper.runs import read_manifest, read_metrics
+
+
+def write_rows(path: Path, n: int = 24) -> Path:
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"What is the code word number {i % 4}?"},
+                    {"role": "assistant", "content": f"The code word is banana{i % 4}."},
+                ]
+            }
+        )
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def make_cfg(model: Path, data: Path, out: Path, *extra: str) -> SFTConfig:
+    args = [
+        "--model", str(model), "--dataset", str(data), "--output-dir", str(out),
+        "--max-length", "64", "--batch-size", "4", "--lr", "3e-3", "--bf16", "false",
+        "--lr-scheduler-type", "constant", "--logging-steps", "1", "--seed", "7", *extra,
+    ]  # fmt: skip
+    return SFTConfig.from_sources(None, args)
+
+
+def test_sft_lora_learns_and_writes_run_dir(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    out = tmp_path / "run"
+    result = train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "12", "--lora-rank", "8"))
+    losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
+    assert len(losses) == 12 and all(x == x for x in losses)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    for name in ("config.yaml", "temper_run.json", "metrics.jsonl", "loss.png", "adapter_model.safetensors",
+                 "adapter_config.json", "tokenizer_config.json"):  # fmt: skip
+        assert (out / name).exists(), name
+    weights = load_file(out / "adapter_model.safetensors")
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means it trained
+    manifest = read_manifest(out)
+    assert manifest["weights"] == "adapter" and manifest["base_model"] == str(tiny_llama_dir.resolve())
+    assert manifest["result"]["global_step"] == 12 == result.global_step
+    assert result.tokens_per_second > 0
+
+
+class CrashAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_continues_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    common = ("--max-steps", "6", "--save-steps", "3", "--tuning", "full")
+    straight = tmp_path / "straight"
+    train_sft(make_cfg(tiny_llama_dir, data, straight, *common))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(tiny_llama_dir, data, crashed, *common), callbacks=[CrashAt(4)])
+    assert (crashed / "checkpoint-3" / "temper_complete").exists()
+    result = train_sft(make_cfg(tiny_llama_dir, data, crashed, *common, "--resume", "auto"))
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
+    want = {r["step"]: r["loss"] for r in read_metrics(straight) if "loss" in r}
+    got = {r["step"]: r["loss"] for r in read_metrics(crashed) if "loss" in r}
+    for step in (4, 5, 6):
+        assert got[step] == pytest.approx(want[step], abs=1e-4), (step, got, want)
+    assert (crashed / "model.safetensors").exists() and read_manifest(crashed)["weights"] == "full"
+
+
+def test_existing_run_dir_is_not_clobbered(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from temper.errors import TemperError
+
+    data = write_rows(tmp_path / "rows.jsonl", 8)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(TemperError, match="already holds a run"):
+        train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1"))
+    assert (out / "keep.txt").read_text() == "precious"
