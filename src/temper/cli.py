@@ -11,14 +11,46 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from temper.commands import chat, data, sft
+from temper.commands import (
+    chat,
+    classify,
+    data,
+    dpo,
+    embed,
+    export,
+    infer,
+    kto,
+    orpo,
+    repro,
+    rlhf,
+    rm,
+    rm_score,
+    serve,
+    sft,
+    simpo,
+)
+from temper.commands import eval as eval_cmd
 from temper.errors import TemperError
 
 # Plain dict registry: verb -> module with `HELP`, `add_arguments(parser)` and `run(args, raw_argv) -> int`.
 COMMANDS: dict[str, ModuleType] = {
     "sft": sft,
+    "dpo": dpo,
+    "kto": kto,
+    "orpo": orpo,
+    "simpo": simpo,
+    "rm": rm,
+    "rlhf": rlhf,
+    "rm-score": rm_score,
     "chat": chat,
+    "infer": infer,
+    "serve": serve,
     "data": data,
+    "classify": classify,
+    "embed": embed,
+    "repro": repro,
+    "eval": eval_cmd,
+    "export": export,
 }
 
 

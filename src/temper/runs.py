@@ -9,6 +9,7 @@ model, whether the weights are an adapter or a full model, versions, data finger
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,10 +40,8 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("temper", "torch", "transformers", "peft", "accelerate", "tokenizers"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 

@@ -1,17 +1,38 @@
-"""`temper chat MODEL [--query TEXT]`: placeholder until the inference engine lands."""
+"""`temper chat MODEL [--query TEXT]`: an interactive REPL that streams tokens, or one answer to stdout."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
+from temper.commands.infer import (
+    add_model_arguments,
+    add_sampling_arguments,
+    load_engine,
+    pick_adapter,
+    sampling,
+)
+
 HELP = "chat with a model or run dir (interactive REPL, or --query to answer once)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="bundled alias, HF dir, .gguf file or run dir")
-    parser.add_argument("--query", help="answer this one message and exit")
+    add_model_arguments(parser)
+    parser.add_argument("--query", help="answer this one message, print only the answer, and exit")
+    parser.add_argument("--system", help="system prompt (default: the chat template's own, if any)")
+    add_sampling_arguments(parser, default_temperature=None)
 
 
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
-    raise NotImplementedError
+    from temper.inference.chat import answer_once, repl
+
+    # --query is greedy unless told otherwise (scriptable and deterministic); the REPL samples a little.
+    default_t = 0.0 if args.query is not None else 0.7
+    params = sampling(args, default_temperature=default_t)
+    with load_engine(args, max_batch_size=1) as engine:
+        adapter = pick_adapter(engine, args.adapter)
+        if args.query is not None:
+            print(answer_once(engine, args.query, args.system, params, adapter))
+            return 0
+        repl(engine, args.system, params, adapter)
+    return 0

@@ -56,6 +56,9 @@ class EncoderTrainCfg(TrainCfg):
     metric_for_best_model: str | None = field(
         None, help="eval metric that picks the best checkpoint (default per task)"
     )
+    load_best_model: bool = field(
+        True, help="end with the best evaluated checkpoint (false: keep the last one)"
+    )
 
 
 @dataclass

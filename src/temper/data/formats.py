@@ -1,10 +1,394 @@
-"""Row -> record converters, one FORMATS dict. (Placeholder: filled in by the data work.)"""
+"""Row -> record converters: one pure function per source format, registered in the FORMATS dict.
 
-FORMATS: dict[str, object] = {
-    "alpaca": None,
-    "sharegpt": None,
-    "messages": None,
-    "query_response": None,
-    "swift_conversation": None,
-    "text": None,
+A converter takes one row (a dict read from json/jsonl/csv/parquet/txt, after column renaming) and the role tags
+of the dataset (LLaMA-Factory's dataset_info `tags`; empty means the defaults) and returns a record, or raises
+RowError with every (field, message) problem it found in that row. The loader adds file and row number.
+
+    >>> to_alpaca({"instruction": "Say hi", "output": "Hi!"}, {}).messages[1].content
+    'Hi!'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from temper.data.records import ChatExample, Message, Record, TextExample
+
+Row = Mapping[str, Any]
+Tags = Mapping[str, str]
+
+
+class RowError(Exception):
+    """Problems of one row: a list of (field, message). The loader prefixes them with file:row."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _text(row: Row, key: str, problems: list[tuple[str, str]], required: bool = True, where: str = "") -> str:
+    """Read a string field; a missing/None optional field is ''. Problems are appended, never raised."""
+    name = where or key
+    value = row.get(key)
+    if value is None:
+        if required:
+            problems.append((name, "missing; expected a non-empty string"))
+        return ""
+    if not isinstance(value, str):
+        problems.append((name, f"expected a string, got {_kind(value)} {str(value)[:40]!r}"))
+        return ""
+    return value
+
+
+def _pairs(row: Row, key: str, problems: list[tuple[str, str]]) -> list[Message]:
+    """`history`: a list of [query, response] pairs, as alpaca and query-response rows carry it."""
+    value = row.get(key)
+    if value is None or value == "":
+        return []
+    if not isinstance(value, list):
+        problems.append((key, f"expected a list of [query, response] pairs, got {_kind(value)}"))
+        return []
+    out: list[Message] = []
+    for i, pair in enumerate(value):
+        ok = isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        if not ok:
+            problems.append(
+                (f"{key}[{i}]", f"expected a [query, response] pair of strings, got {str(pair)[:60]!r}")
+            )
+            continue
+        out += [Message("user", pair[0]), Message("assistant", pair[1])]
+    return out
+
+
+# Which role may follow which: a tool result answers an assistant's call; the assistant then replies.
+_NEXT = {"user": ("assistant",), "assistant": ("user", "tool"), "tool": ("assistant", "tool")}
+
+
+FieldOf = Callable[[int, str], str]  # (turn index, "role" | "content") -> the field name in the source row
+
+
+def check_turns(messages: list[Message], field_of: FieldOf, container: str) -> list[tuple[str, str]]:
+    """Problems with a conversation's shape: empty, bad role order, empty texts, no final assistant reply.
+
+    >>> check_turns([Message("assistant", "hi")], lambda i, attr: f"messages[{i}].{attr}", "messages")
+    [('messages[0].role', "first turn must be 'user', got 'assistant'")]
+    """
+    if not messages:
+        return [(container, "empty conversation; expected at least a user and an assistant turn")]
+    problems: list[tuple[str, str]] = []
+    if messages[0].role != "user":
+        problems.append((field_of(0, "role"), f"first turn must be 'user', got {messages[0].role!r}"))
+    for i, (prev, cur) in enumerate(zip(messages, messages[1:], strict=False), start=1):
+        if prev.role in _NEXT and cur.role not in _NEXT[prev.role]:
+            allowed = " or ".join(repr(r) for r in _NEXT[prev.role])
+            problems.append(
+                (field_of(i, "role"), f"after {prev.role!r} expected {allowed}, got {cur.role!r}")
+            )
+    for i, m in enumerate(messages):
+        if m.role in ("user", "assistant") and not m.content.strip():
+            problems.append((field_of(i, "content"), f"empty {m.role} text"))
+    if messages[-1].role != "assistant":
+        last = len(messages) - 1
+        got = messages[-1].role
+        problems.append(
+            (field_of(last, "role"), f"last turn must be 'assistant' (nothing to learn), got {got!r}")
+        )
+    return problems
+
+
+def _tools(row: Row, problems: list[tuple[str, str]]) -> str | None:
+    value = row.get("tools")
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as e:
+            problems.append(("tools", f"expected JSON text of tool definitions: {e}"))
+        return value
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    problems.append(("tools", f"expected JSON text or a list of tool definitions, got {_kind(value)}"))
+    return None
+
+
+def _no_media(row: Row, problems: list[tuple[str, str]]) -> None:
+    """Multimodal rows would train on literal <image> tags: refuse them instead of dropping the media silently."""
+    for key in ("images", "videos", "audios"):
+        if row.get(key):
+            problems.append((key, "multimodal rows are not supported (text-only models); remove the column"))
+
+
+def _finish(
+    messages: list[Message],
+    system: str,
+    tools: str | None,
+    problems: list[tuple[str, str]],
+    field_of: FieldOf,
+    container: str,
+) -> ChatExample:
+    # A field already reported (missing, wrong type) is not reported again as "empty".
+    seen = {f for f, _ in problems}
+    problems += [(f, m) for f, m in check_turns(messages, field_of, container) if f not in seen]
+    if problems:
+        raise RowError(problems)
+    return ChatExample(messages, system or None, tools)
+
+
+def _pair_fields(n_turns: int, query: str, response: str) -> FieldOf:
+    """Field names for history pairs followed by one final query/response (alpaca, query-response)."""
+    n_hist = n_turns - 2
+    return lambda i, attr: (
+        f"history[{i // 2}][{i % 2}]" if i < n_hist else (query if i == n_hist else response)
+    )
+
+
+def to_alpaca(row: Row, tags: Tags) -> ChatExample:
+    """instruction (+ input on a new line) -> user, output -> assistant; history pairs come first."""
+    p: list[tuple[str, str]] = []
+    instruction, extra = _text(row, "instruction", p), _text(row, "input", p, required=False)
+    output, system = _text(row, "output", p), _text(row, "system", p, required=False)
+    query = "\n".join(x for x in (instruction, extra) if x)
+    msgs = _pairs(row, "history", p) + [Message("user", query), Message("assistant", output)]
+    _no_media(row, p)
+    return _finish(
+        msgs, system, _tools(row, p), p, _pair_fields(len(msgs), "instruction", "output"), "history"
+    )
+
+
+def to_query_response(row: Row, tags: Tags) -> ChatExample:
+    """ms-swift / legacy query-response: query, response, history ([query, response] pairs), system."""
+    p: list[tuple[str, str]] = []
+    query, response = _text(row, "query", p), _text(row, "response", p)
+    system = _text(row, "system", p, required=False)
+    msgs = _pairs(row, "history", p) + [Message("user", query), Message("assistant", response)]
+    _no_media(row, p)
+    return _finish(msgs, system, _tools(row, p), p, _pair_fields(len(msgs), "query", "response"), "history")
+
+
+def to_swift_conversation(row: Row, tags: Tags) -> ChatExample:
+    """ms-swift's sharegpt variant: {"system": ..., "conversation": [{"human": ..., "assistant": ...}]}."""
+    p: list[tuple[str, str]] = []
+    conv = row.get("conversation")
+    system = _text(row, "system", p, required=False)
+    if not isinstance(conv, list) or not conv:
+        got = "an empty list" if conv == [] else _kind(conv)
+        p.append(("conversation", f"expected a non-empty list of {{human, assistant}} objects, got {got}"))
+        raise RowError(p)
+    msgs: list[Message] = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict):
+            p.append((f"conversation[{i}]", f"expected an object with human/assistant, got {_kind(turn)}"))
+            continue
+        msgs.append(Message("user", _text(turn, "human", p, where=f"conversation[{i}].human")))
+        msgs.append(Message("assistant", _text(turn, "assistant", p, where=f"conversation[{i}].assistant")))
+    field_of: FieldOf = lambda i, attr: f"conversation[{i // 2}].{'assistant' if i % 2 else 'human'}"  # noqa: E731
+    return _finish(msgs, system, _tools(row, p), p, field_of, "conversation")
+
+
+@dataclass(frozen=True)
+class ShareGPTTags:
+    """LLaMA-Factory's sharegpt role tags, with its defaults (from/value, human/gpt/...)."""
+
+    role_tag: str = "from"
+    content_tag: str = "value"
+    user_tag: str = "human"
+    assistant_tag: str = "gpt"
+    observation_tag: str = "observation"
+    function_tag: str = "function_call"
+    system_tag: str = "system"
+
+    @classmethod
+    def from_tags(cls, tags: Tags) -> ShareGPTTags:
+        known = {k: v for k, v in tags.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def roles(self) -> dict[str, str]:
+        # A function call is an assistant turn (trained); an observation is a tool result (not trained).
+        return {
+            self.user_tag: "user",
+            self.assistant_tag: "assistant",
+            self.function_tag: "assistant",
+            self.observation_tag: "tool",
+            self.system_tag: "system",
+        }
+
+
+def to_sharegpt(row: Row, tags: Tags) -> ChatExample:
+    """`conversations` of {from, value} (or custom tags); a leading system turn becomes the system prompt."""
+    t = ShareGPTTags.from_tags(tags)
+    return _role_list(row, "conversations", t.role_tag, t.content_tag, t.roles())
+
+
+_OPENAI_ROLES = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
 }
+
+
+def to_messages(row: Row, tags: Tags) -> ChatExample:
+    """OpenAI `messages`: role/content; content may be text parts; assistant tool_calls become JSON text."""
+    return _role_list(row, "messages", "role", "content", _OPENAI_ROLES)
+
+
+# Content parts of LLaMA-Factory v1 / OpenAI-style messages, written out as text. Reasoning gets the <think>
+# wrapper that reasoning models (and LLaMA-Factory's default thought words) use; tool calls are their JSON.
+PART_TEXT = {"text": "{}", "reasoning": "<think>\n{}\n</think>\n\n", "tool_call": "{}"}
+
+
+def _content(turn: Mapping[str, Any], key: str, where: str, p: list[tuple[str, str]]) -> str:
+    """A turn's text: a string, a list of parts ({type: text|reasoning|tool_call, text|value}), or tool_calls."""
+    value = turn.get(key)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts: list[str] = []
+        for j, part in enumerate(value):
+            kind = part.get("type", "text") if isinstance(part, dict) else None
+            text = part.get("text", part.get("value")) if isinstance(part, dict) else None
+            if kind not in PART_TEXT or not isinstance(text, str):
+                kinds = ", ".join(PART_TEXT)
+                p.append(
+                    (f"{where}[{j}]", f"expected a {kinds} part with a string value, got {str(part)[:60]!r}")
+                )
+                continue
+            if kind == "tool_call" and texts and not texts[-1].endswith("\n"):
+                text = "\n" + text  # several calls in one turn: one JSON object per line
+            texts.append(PART_TEXT[str(kind)].format(text))
+        return "".join(texts)
+    calls = turn.get("tool_calls")
+    if value is None and isinstance(calls, list) and calls:
+        funcs = [c.get("function", c) if isinstance(c, dict) else c for c in calls]
+        return json.dumps(funcs[0] if len(funcs) == 1 else funcs, ensure_ascii=False)
+    p.append(
+        (where, "missing; expected a string" if value is None else f"expected a string, got {_kind(value)}")
+    )
+    return ""
+
+
+def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[str, str]) -> ChatExample:
+    p: list[tuple[str, str]] = []
+    turns = row.get(key)
+    system = _text(row, "system", p, required=False)
+    if not isinstance(turns, list):
+        p.append(
+            (
+                key,
+                f"missing; expected a list of {{{role_tag}, {content_tag}}} objects"
+                if turns is None
+                else f"expected a list of turns, got {_kind(turns)}",
+            )
+        )
+        raise RowError(p)
+    msgs: list[Message] = []
+    src: list[int] = []  # source turn index of each message, so problems name the turn in the file
+    for i, turn in enumerate(turns):
+        where = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            p.append((where, f"expected an object with {role_tag!r} and {content_tag!r}, got {_kind(turn)}"))
+            continue
+        tag = turn.get(role_tag)
+        if tag not in roles:
+            p.append(
+                (
+                    f"{where}.{role_tag}",
+                    f"unknown role {tag!r}; expected one of {', '.join(map(repr, roles))}",
+                )
+            )
+            continue
+        text = _content(turn, content_tag, f"{where}.{content_tag}", p)
+        if roles[tag] == "system" and i == 0 and not msgs:
+            system = system or text
+            continue
+        msgs.append(Message(roles[tag], text))
+        src.append(i)
+    _no_media(row, p)
+    names = {"role": role_tag, "content": content_tag}
+    field_of: FieldOf = lambda i, attr: f"{key}[{src[i] if i < len(src) else i}].{names[attr]}"  # noqa: E731
+    return _finish(msgs, system, _tools(row, p), p, field_of, key)
+
+
+def to_text(row: Row, tags: Tags) -> TextExample:
+    """Plain text for continued pre-training: `text`, or a row whose only field is `response`."""
+    p: list[tuple[str, str]] = []
+    key = "text" if "text" in row or "response" not in row else "response"
+    text = _text(row, key, p)
+    if not p and not text.strip():
+        p.append((key, "empty text"))
+    if p:
+        raise RowError(p)
+    return TextExample(text)
+
+
+@dataclass(frozen=True)
+class Format:
+    """A source format: its converter, how to recognise its rows, and LLaMA-Factory column names it maps."""
+
+    convert: Callable[[Row, Tags], Record]
+    detect: Callable[[Row], bool]
+    help: str
+    # dataset_info.json `columns` keys (LLaMA-Factory names) -> this format's field names.
+    lf_columns: Mapping[str, str] = field(default_factory=dict)
+
+
+def _has(*keys: str) -> Callable[[Row], bool]:
+    return lambda row: all(k in row for k in keys)
+
+
+# Plain dict registry. Order matters for auto-detection: the first format whose `detect` matches wins.
+FORMATS: dict[str, Format] = {
+    "messages": Format(to_messages, _has("messages"), "OpenAI messages: [{role, content}]"),
+    "sharegpt": Format(
+        to_sharegpt,
+        _has("conversations"),
+        "conversations: [{from, value}] with custom role tags",
+        {"messages": "conversations", "system": "system", "tools": "tools"},
+    ),
+    "swift_conversation": Format(
+        to_swift_conversation, _has("conversation"), "ms-swift {system, conversation: [{human, assistant}]}"
+    ),
+    "alpaca": Format(
+        to_alpaca,
+        _has("instruction"),
+        "instruction/input/output/system/history",
+        {
+            "prompt": "instruction",
+            "query": "input",
+            "response": "output",
+            "history": "history",
+            "system": "system",
+            "tools": "tools",
+        },
+    ),
+    "query_response": Format(to_query_response, _has("query"), "query/response/history/system"),
+    "text": Format(
+        to_text,
+        lambda row: "text" in row or set(row) == {"response"},
+        "plain text: .txt, jsonl `text`, or rows with only `response`",
+        {"prompt": "text", "response": "text"},
+    ),
+}
+
+
+def detect_format(row: Row, formats: Mapping[str, Format] = FORMATS) -> str | None:
+    """The first format in `formats` that recognises the row's keys, or None.
+
+    >>> detect_format({"query": "q", "response": "r"})
+    'query_response'
+    """
+    if not isinstance(row, Mapping):
+        return None
+    for name, fmt in formats.items():
+        if fmt.detect(row):
+            return name
+    return None

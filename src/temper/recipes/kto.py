@@ -25,6 +25,7 @@ from temper.recipes.preference import (
     LossFn,
     _batches,
     build_reference_and_tune,
+    encode_split,
     evaluate_rows,
     finish_run,
     load_policy,
@@ -49,17 +50,32 @@ def train_kto(cfg: PreferenceConfig) -> TrainResult:
     # 2. Policy model.
     model, tokenizer, ref, merged = load_policy(cfg)
     # 3. Tokens: each row also carries another row's completion (the mismatched pair for KL).
-    enc = dict(max_length=cfg.data.max_length, truncation=cfg.data.truncation, system=cfg.data.system)
-    train_rows, stats = encode_unpaired(train_records, tokenizer, seed=cfg.train.seed, **enc)  # type: ignore[arg-type]
-    val_rows = encode_unpaired(val_records, tokenizer, seed=cfg.train.seed, **enc)[0] if val_records else []  # type: ignore[arg-type]
+    train_rows, val_rows, stats = encode_split(
+        encode_unpaired, cfg, tokenizer, train_records, val_records, seed=cfg.train.seed
+    )
     collator = UnpairedCollator(tokenizer.pad_token_id)
     report_data(stats, train_rows, val_rows)
     # 4. Reference + tuning.
-    model, reference = build_reference_and_tune(cfg, model, collator, [train_rows, val_rows], precompute_unpaired)
+    model, reference = build_reference_and_tune(
+        cfg, model, collator, [train_rows, val_rows], precompute_unpaired
+    )
     loss_fn = kto_loss_fn(cfg.pref, reference)
     eval_before = evaluate_rows(model, val_rows, collator, loss_fn, cfg.train.per_device_eval_batch_size)
     # 5-6. Run directory contract, then train.
-    return finish_run(cfg, run_dir, model, tokenizer, ref, merged, stats, train_rows, val_rows, collator, loss_fn, eval_before)
+    return finish_run(
+        cfg,
+        run_dir,
+        model,
+        tokenizer,
+        ref,
+        merged,
+        stats,
+        train_rows,
+        val_rows,
+        collator,
+        loss_fn,
+        eval_before,
+    )
 
 
 def _check_labels(records: list[Any]) -> None:
@@ -88,7 +104,14 @@ def kto_loss_fn(pref: PrefCfg, reference: Reference | None) -> LossFn:
             ref, ref_kl = split_pairs(reference.logps(model, inputs))
         label = inputs["kto_label"]
         losses, rewards, kl = kto_loss(
-            policy, ref, label, policy_kl, ref_kl, float(pref.beta or 0.0), pref.desirable_weight, pref.undesirable_weight
+            policy,
+            ref,
+            label,
+            policy_kl,
+            ref_kl,
+            float(pref.beta or 0.0),
+            pref.desirable_weight,
+            pref.undesirable_weight,
         )
         return losses.mean(), kto_metrics(rewards, label, policy, kl)
 

@@ -59,17 +59,30 @@ def train_preference(cfg: PreferenceConfig) -> TrainResult:
     # 2. Policy model (any adapter of a starting run dir merged in: that model is the reference).
     model, tokenizer, ref, merged = load_policy(cfg)
     # 3. Tokens: prompt ids shared by chosen and rejected; labels are the replies plus end-of-turn.
-    enc = dict(max_length=cfg.data.max_length, truncation=cfg.data.truncation, system=cfg.data.system)
-    train_rows, stats = encode_pairs(train_records, tokenizer, **enc)  # type: ignore[arg-type]
-    val_rows, _ = encode_pairs(val_records, tokenizer, **enc) if val_records else ([], {})  # type: ignore[arg-type]
+    train_rows, val_rows, stats = encode_split(encode_pairs, cfg, tokenizer, train_records, val_records)
     collator = PairCollator(tokenizer.pad_token_id)
     report_data(stats, train_rows, val_rows)
     # 4. Reference + tuning. Precomputed log-probs come from the model before any adapter exists.
-    model, reference = build_reference_and_tune(cfg, model, collator, [train_rows, val_rows], precompute_pairs)
+    model, reference = build_reference_and_tune(
+        cfg, model, collator, [train_rows, val_rows], precompute_pairs
+    )
     loss_fn = pairwise_loss_fn(cfg.pref, reference)
     eval_before = evaluate_rows(model, val_rows, collator, loss_fn, cfg.train.per_device_eval_batch_size)
     # 5-6. Run directory contract, then train.
-    return finish_run(cfg, run_dir, model, tokenizer, ref, merged, stats, train_rows, val_rows, collator, loss_fn, eval_before)
+    return finish_run(
+        cfg,
+        run_dir,
+        model,
+        tokenizer,
+        ref,
+        merged,
+        stats,
+        train_rows,
+        val_rows,
+        collator,
+        loss_fn,
+        eval_before,
+    )
 
 
 # ---- the objective -------------------------------------------------------------------------------------
@@ -97,12 +110,12 @@ def pair_objective(
         if pref.rpo_alpha:
             nll = chosen_nll(pc if pref.loss_type != "ipo" else pc * nc_f, nc)
             loss = loss + pref.rpo_alpha * nll
-            extra["nll_loss"] = float(nll)
+            extra["nll_loss"] = float(nll.detach())
     elif kind == "orpo":
         losses, rc, rr, log_odds = orpo_loss(pc / nc_f, pr / nr_f, beta)
         nll = chosen_nll(pc, nc)
         loss = nll + losses.mean()
-        extra = {"nll_loss": float(nll), "log_odds_ratio": float(log_odds.mean())}
+        extra = {"nll_loss": float(nll.detach()), "log_odds_ratio": float(log_odds.mean())}
     elif kind == "simpo":
         losses, rc, rr = simpo_loss(pc / nc_f, pr / nr_f, beta, pref.simpo_gamma, pref.label_smoothing)
         loss = losses.mean()
@@ -110,7 +123,7 @@ def pair_objective(
         losses, rc, rr = simpo_loss(pc, pr, beta, 0.0, pref.label_smoothing)
         nll = chosen_nll(pc, nc)
         loss = losses.mean() + pref.cpo_alpha * nll
-        extra["nll_loss"] = float(nll)
+        extra["nll_loss"] = float(nll.detach())
     else:
         raise ValueError(f"{kind!r} is not a pairwise language-model objective")
     return loss, rc, rr, extra
@@ -176,7 +189,11 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
     ref = resolve(cfg.model.model)
     bf16 = use_bf16(cfg.train)
     # Like SFT: a LoRA run keeps the frozen base in bf16 when bf16 is on; full/freeze keep fp32 master weights.
-    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bf16" if bf16 and cfg.tune.tuning == "lora" else "fp32")
+    dtype = (
+        cfg.model.dtype
+        if cfg.model.dtype != "auto"
+        else ("bf16" if bf16 and cfg.tune.tuning == "lora" else "fp32")
+    )
     model, tokenizer = load_causal_lm(ref, dtype=dtype, attn_implementation=cfg.model.attn_implementation)
     merged = bool(ref.adapters)
     if merged:
@@ -248,6 +265,26 @@ def evaluate_rows(
     return {k: v / len(rows) for k, v in sums.items()} if rows else {}
 
 
+def encode_split(
+    encode: Callable[..., tuple[list[dict[str, Any]], dict[str, int]]],
+    cfg: PreferenceConfig,
+    tokenizer: Any,
+    train_records: list[Any],
+    val_records: list[Any],
+    **kwargs: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """(train rows, val rows, train stats) with the config's length policy and default system prompt."""
+    opts = {
+        "max_length": cfg.data.max_length,
+        "truncation": cfg.data.truncation,
+        "system": cfg.data.system,
+        **kwargs,
+    }
+    train_rows, stats = encode(train_records, tokenizer, **opts)
+    val_rows = encode(val_records, tokenizer, **opts)[0] if val_records else []
+    return train_rows, val_rows, stats
+
+
 def report_data(stats: Mapping[str, Any], train_rows: list[Any], val_rows: list[Any]) -> None:
     console.print(
         f"[bold]data[/] {stats['n_rows']} rows -> {len(train_rows)} train / {len(val_rows)} val; "
@@ -280,6 +317,7 @@ def finish_run(
         "data_fingerprint": fingerprint_files(cfg.data.dataset),
         "datasets": cfg.data.dataset,
         "template": cfg.model.template,
+        "max_length": cfg.data.max_length,
         "objective": {k: v for k, v in vars(cfg.pref).items()},
         "data_stats": dict(stats),
         "eval_before": eval_before,
@@ -287,7 +325,9 @@ def finish_run(
     base = _base_for_manifest(base_name, ref)
     write_manifest(run_dir, kind, base, weights, **extra)
     if eval_before:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in eval_before.items() if k.startswith(("loss", "rewards/")))
+        shown = ", ".join(
+            f"{k} {v:.3f}" for k, v in eval_before.items() if k.startswith(("loss", "rewards/"))
+        )
         console.print(f"[bold]held-out before training[/] {shown}")
     result = train(
         model=model,

@@ -37,7 +37,12 @@ from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import trainer_kwargs
 from temper.tuning import apply_tuning, count_parameters
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
+
+
+def _say(state: PartialState, msg: str) -> None:
+    if state.is_main_process:  # one log, not one per process
+        console.print(msg)
 
 
 def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
@@ -47,7 +52,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     """
     run_dir = Path(cfg.train.output_dir)
     # Every process checks before any writes (the barrier), then only the main process writes the run dir.
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     check_world_size(run_dir, cfg.train.resume, state.num_processes)
     state.wait_for_everyone()
@@ -83,6 +88,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation
     )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))  # a --template override added special tokens
 
     # 3. Tokens: assistant-only labels; over-long rows are truncated or dropped, and always counted.
     train_rows, stats = encode_dataset(
@@ -96,7 +103,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         train_rows = pack_samples(train_rows, cfg.data.max_length)
         val_rows = pack_samples(val_rows, cfg.data.max_length) if val_rows else val_rows
         collator = PackedCollator(tokenizer.pad_token_id)
-    _report_data(stats, train_rows, val_rows, cfg)
+    _say(state, _data_line(stats, train_rows, val_rows, cfg))
 
     # 4. Tuning: which parameters train.
     if cfg.train.gradient_checkpointing:
@@ -105,16 +112,18 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
         model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input with a frozen embedding
     trainable, total = count_parameters(model)
-    console.print(
+    _say(
+        state,
         f"[bold]model[/] {ref.name} ({total / 1e6:.1f}M params, {dtype_name}); "
-        f"tuning={cfg.tune.tuning}: {trainable / 1e6:.2f}M trainable ({100 * trainable / total:.2f}%)"
+        f"tuning={cfg.tune.tuning}: {trainable / 1e6:.2f}M trainable ({100 * trainable / total:.2f}%)",
     )
     global_batch = (
         cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps * state.num_processes
     )
-    console.print(
+    _say(
+        state,
         f"[bold]batch[/] global {global_batch} = {cfg.train.per_device_train_batch_size} per device x "
-        f"{cfg.train.gradient_accumulation_steps} accumulation x {state.num_processes} process(es)"
+        f"{cfg.train.gradient_accumulation_steps} accumulation x {state.num_processes} process(es)",
     )
 
     # 5. Run directory contract: config + manifest first, so a crashed run is still identifiable and resumable.
@@ -171,7 +180,7 @@ def _base_for_manifest(base_name: str, ref: Any) -> str:
     return str(Path(base_name).resolve())
 
 
-def _report_data(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], cfg: SFTConfig) -> None:
+def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], cfg: SFTConfig) -> str:
     lengths = [len(r["input_ids"]) for r in train_rows]
     bs = cfg.train.per_device_train_batch_size
     # Estimated with the same grouping the sampler uses; the measured ratio is printed at the end.
@@ -184,7 +193,7 @@ def _report_data(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any],
         f"{'packed rows' if cfg.data.packing else 'samples'}; truncated {stats['n_truncated']}, "
         f"dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); padding {100 * ratio:.1f}%"
     )
-    console.print(msg)
+    return msg
 
 
 def _summary(result: TrainResult) -> dict[str, Any]:

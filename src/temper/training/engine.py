@@ -71,11 +71,18 @@ class TemperTrainer(Trainer):
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> Any:
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        local = 0
         for b in batch_samples:
             mask = b.get("attention_mask")
-            self.meter.add(
-                int(mask.sum()) if mask is not None and mask.dim() == 2 else int(b["input_ids"].numel())
-            )
+            if "num_tokens" in b:  # packed batches carry their real token count (no attention_mask to count)
+                local += int(b.pop("num_tokens"))
+            elif mask is not None and mask.dim() == 2:
+                local += int(mask.sum())
+            else:
+                local += int(b["input_ids"].numel())
+        if self.accelerator.num_processes > 1:  # tokens/s is reported for the whole job, not one rank
+            local = int(self.accelerator.gather(torch.tensor([local], device=device)).sum())
+        self.meter.add(local)
         if self._loss_takes_items and num_items is None and batch_samples and "labels" in batch_samples[0]:
             num_items = sum(int(b["labels"][..., 1:].ne(-100).sum()) for b in batch_samples)
             num_items = torch.tensor(num_items, device=device)
@@ -143,7 +150,7 @@ def build_training_args(
     best = has_eval and (metric_for_best_model is not None or cfg.early_stopping_patience is not None)
     if best and eval_strategy != save_strategy:
         save_strategy = eval_strategy  # load_best_model_at_end needs them to match
-    return TrainingArguments(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(run_dir),
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
@@ -157,8 +164,9 @@ def build_training_args(
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         bf16=use_bf16(cfg),
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        # transformers 5 renamed gradient_checkpointing; we keep the name users know as our key.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         logging_steps=cfg.logging_steps,
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
@@ -177,8 +185,9 @@ def build_training_args(
         use_cpu=not torch.cuda.is_available(),
         # Our objectives touch every trainable parameter; searching for unused ones costs a graph walk per step.
         ddp_find_unused_parameters=False,
-        **(extra_args or {}),
     )
+    kwargs.update(extra_args or {})  # recipes may override any of the above (e.g. HPO trials never save)
+    return TrainingArguments(**kwargs)
 
 
 def train(

@@ -32,6 +32,29 @@ def needs_launch(dist: DistCfg) -> bool:
     return (dist.nproc > 1 or dist.nnodes > 1) and not inside_launcher()
 
 
+LAUNCH_FLAGS = ("nproc", "nnodes", "node_rank", "master_addr", "master_port")
+
+
+def strip_launch_flags(raw_argv: Sequence[str]) -> list[str]:
+    """Drop --nproc & co. before handing the arguments to the workers.
+
+    The workers do not need them (they are already launched), and torchrun's own parser would reject
+    `--nproc` as an ambiguous abbreviation of its `--nproc-per-node` even after the script name.
+    """
+    out: list[str] = []
+    skip = False
+    for tok in raw_argv:
+        if skip:
+            skip = False
+            continue
+        key = tok[2:].split("=", 1)[0].replace("-", "_") if tok.startswith("--") else ""
+        if key in LAUNCH_FLAGS:
+            skip = "=" not in tok
+            continue
+        out.append(tok)
+    return out
+
+
 def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[str]:
     """The torchrun command line that runs `temper VERB raw_argv` on dist.nproc processes of this node."""
     return [
@@ -46,7 +69,7 @@ def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[
         "-m",
         "temper",
         verb,
-        *raw_argv,
+        *strip_launch_flags(raw_argv),
     ]
 
 

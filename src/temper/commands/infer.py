@@ -1,0 +1,140 @@
+"""`temper infer MODEL --input prompts.jsonl --output answers.jsonl`: batch generation, in order, resumable.
+
+Also holds the model and sampling options that `chat` and `serve` share.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+HELP = "generate answers for every row of a data file (continuous batching, resumable, in input order)"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="bundled alias, HF dir, .gguf file or run dir")
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        help="which adapter answers: 'base' or an adapter name (default: the run dir's own adapter, if any)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="weights dtype (default: auto)",
+    )
+    parser.add_argument(
+        "--template", default=None, help="chat template override: a built-in name (chatml) or a Jinja file"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, default_temperature: float | None = 0.0) -> None:
+    t_help = "sampling temperature; 0 = greedy" + (
+        f" (default: {default_temperature})"
+        if default_temperature is not None
+        else " (default: 0 with --query, 0.7 in the REPL)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=256, help="most new tokens per answer (default: 256)"
+    )
+    parser.add_argument("--temperature", type=float, default=None, help=t_help)
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)")
+    parser.add_argument(
+        "--top-k", type=int, default=0, help="sample among the k likeliest tokens (default: 0 = off)"
+    )
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="HF-style repetition penalty (default: 1.0)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def sampling(args: argparse.Namespace, default_temperature: float = 0.0) -> Any:
+    from temper.inference.sampling import SamplingParams
+
+    t = default_temperature if args.temperature is None else args.temperature
+    return SamplingParams(
+        temperature=t,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_tokens=args.max_tokens,
+        stop=list(args.stop),
+        seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+    )
+
+
+def load_engine(
+    args: argparse.Namespace,
+    max_batch_size: int = 16,
+    adapters: dict[str, str] | None = None,
+    max_queue: int = 256,
+) -> Any:
+    import torch
+
+    from temper.inference.engine import Engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Engine.load(
+        args.model,
+        adapters,
+        dtype=args.dtype,
+        max_batch_size=max_batch_size,
+        max_queue=max_queue,
+        template=args.template,
+    )
+
+
+def pick_adapter(engine: Any, name: str | None) -> str | None:
+    """--adapter NAME, 'base', or (unset) the run dir's own adapter."""
+    return engine.default_adapter if name is None else engine.adapter_for(name)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="jsonl/json/csv/parquet: messages rows, prompt rows or any training format",
+    )
+    parser.add_argument(
+        "--output", required=True, help="jsonl written one line per input row, in order (resumes if present)"
+    )
+    parser.add_argument(
+        "--format", default="auto", help="input row format when not messages/prompt rows (default: auto)"
+    )
+    parser.add_argument("--system", default=None, help="system prompt for rows without one")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="rows decoded together (default: 16)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sampling_arguments(parser, default_temperature=0.0)
+
+
+def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
+    import sys
+
+    from temper.inference.batch import infer_file
+
+    with load_engine(args, max_batch_size=args.max_batch_size) as engine:
+        summary = infer_file(
+            engine,
+            args.input,
+            args.output,
+            sampling(args, 0.0),
+            pick_adapter(engine, args.adapter),
+            args.system,
+            args.format,
+            progress=not args.no_progress,
+        )
+    rate = summary.generated_tokens / max(summary.seconds, 1e-9)
+    print(
+        f"{summary.rows} rows ({summary.skipped} already done) -> {args.output}: "
+        f"{summary.generated_tokens} tokens in {summary.seconds:.1f} s ({rate:.1f} tok/s)",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,96 @@
+"""`temper serve MODEL [--adapter NAME=RUN_DIR ...]`: an OpenAI-compatible HTTP server with continuous batching."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from temper.errors import ConfigError
+
+HELP = "serve a model and its adapters over an OpenAI-compatible HTTP API (continuous batching)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", help="bundled alias, HF dir, .gguf file or run dir (its adapter is served too)"
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="serve another LoRA adapter under NAME (repeatable)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: no key)"
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=16, help="requests decoded together (default: 16)"
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=256,
+        help="requests waiting beyond the batch before 429 (default: 256)",
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="request body size cap (default: 1 MiB)"
+    )
+    parser.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=512,
+        help="chat max_tokens when a request sets none (default: 512)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="weights dtype (default: auto)",
+    )
+    parser.add_argument(
+        "--template", default=None, help="chat template override: a built-in name (chatml) or a Jinja file"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+
+
+def parse_adapters(items: Sequence[str]) -> dict[str, str]:
+    """['ember=runs/identity', ...] -> {'ember': 'runs/identity'}."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(
+                f"--adapter {item!r} is invalid; expected NAME=RUN_DIR, e.g. --adapter ember=runs/identity"
+            )
+        if name in out or name == "base":
+            raise ConfigError(f"--adapter name {name!r} is used twice or reserved; pick another name.")
+        out[name] = path
+    return out
+
+
+def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
+    from temper.serving.app import serve
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    serve(
+        args.model,
+        parse_adapters(args.adapter),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        dtype=args.dtype,
+        max_body_bytes=args.max_body_bytes,
+        default_max_tokens=args.default_max_tokens,
+        template=args.template,
+    )
+    return 0

@@ -1,0 +1,403 @@
+"""Row -> PreferenceExample / KTOExample converters for the peers' preference data layouts.
+
+Pairwise (PREFERENCE_FORMATS):
+- `sharegpt_ranking`  LLaMA-Factory `ranking: true` + sharegpt: {"conversations": [{"from": "human", ...}],
+                      "chosen": {"from": "gpt", "value": ...}, "rejected": {...}} (role/content spelling too)
+- `alpaca_ranking`    LLaMA-Factory `ranking: true` + alpaca: instruction, input, chosen, rejected, system, history
+- `swift_rejected`    ms-swift: {"messages": [..., {"role": "assistant", ...}], "rejected_response": "..."} or
+                      "rejected_messages" (a full conversation; also LLaMA-Factory v1's chosen_messages)
+- `trl`               TRL prompt/chosen/rejected, standard (strings) or conversational (message lists), and the
+                      implicit-prompt form (chosen/rejected are whole conversations sharing the prompt)
+Unpaired (KTO_FORMATS):
+- `kto_tag`           LLaMA-Factory / ms-swift: a conversation ending with the assistant reply + `kto_tag` or
+                      `label` (true/false); the alpaca spelling (instruction/input/output) works too
+- `trl_unpaired`      TRL prompt / completion / label
+
+Converters are pure, in the data layer's shape (temper.data.formats): `convert(row, tags) -> record`, raising
+RowError([(field, problem)]) so that the loader collects every problem with file:row:field before failing
+(`convert_rows` does the same for rows already in memory). `tags` are dataset_info role tags.
+
+Example:
+    >>> row = {"instruction": "2+2?", "chosen": "4", "rejected": "5"}
+    >>> ex = PREFERENCE_FORMATS["alpaca_ranking"].convert(row, {})
+    >>> ex.prompt[0].content, ex.chosen, ex.rejected
+    ('2+2?', '4', '5')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from temper.data.formats import Format, RowError, ShareGPTTags
+from temper.data.records import KTOExample, Message, PreferenceExample
+from temper.errors import DataError
+
+Row = Mapping[str, Any]
+Tags = Mapping[str, str]
+_NO_TAGS: Tags = {}
+
+# sharegpt and OpenAI role spellings -> ours. function_call is an assistant turn; observation a tool result.
+ROLE_MAP = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+}
+
+
+def _bad(field: str, message: str) -> RowError:
+    """The data layer's RowError for a single problem (a converter stops at the first one it meets)."""
+    return RowError([(field, message)])
+
+
+# ---- small parsers -------------------------------------------------------------------------------------
+
+
+def _text(value: Any, field: str) -> str:
+    """A string, or multimodal-style content parts [{"type": "text", "text"|"value": ...}] joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        texts = [p.get("text", p.get("value")) for p in value if p.get("type", "text") == "text"]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(t for t in texts if t)
+    raise _bad(field, f"expected text, got {type(value).__name__} {str(value)[:60]!r}")
+
+
+def _roles(tags: Tags) -> tuple[str, str, dict[str, str]]:
+    """(role key, content key, role map): dataset_info `tags` extend the built-in spellings."""
+    if not tags:
+        return "role", "content", ROLE_MAP
+    t = ShareGPTTags.from_tags(tags)
+    return t.role_tag, t.content_tag, {**ROLE_MAP, **t.roles()}
+
+
+def _message(item: Any, field: str, tags: Tags = _NO_TAGS) -> Message:
+    role_key, content_key, roles = _roles(tags)
+    if not isinstance(item, dict):
+        raise _bad(field, f"expected a message object, got {type(item).__name__}")
+    role = item.get(role_key, item.get("role", item.get("from")))
+    content = item.get(content_key, item.get("content", item.get("value")))
+    if role not in roles:
+        raise _bad(f"{field}.{role_key}", f"unknown role {role!r}; expected one of {sorted(roles)}")
+    if content is None:
+        raise _bad(field, f"message has no {content_key}")
+    return Message(roles[role], _text(content, f"{field}.{content_key}"))
+
+
+def _messages(value: Any, field: str, tags: Tags = _NO_TAGS) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise _bad(field, f"expected a non-empty list of messages, got {str(value)[:60]!r}")
+    return [_message(m, f"{field}[{i}]", tags) for i, m in enumerate(value)]
+
+
+def _reply(value: Any, field: str, tags: Tags = _NO_TAGS) -> str:
+    """A reply given as a string, one message, or a message list whose last turn is the assistant's."""
+    if isinstance(value, dict):
+        msg = _message(value, field, tags)
+    elif isinstance(value, list) and value and isinstance(value[0], dict) and "type" not in value[0]:
+        msg = _messages(value, field, tags)[-1]
+    else:
+        text = _text(value, field) if value is not None else None
+        if not text or not text.strip():
+            raise _bad(field, "missing or empty reply")
+        return text
+    if msg.role != "assistant":
+        raise _bad(field, f"expected an assistant reply, got role {msg.role!r}")
+    if not msg.content.strip():
+        raise _bad(field, "empty reply")
+    return msg.content
+
+
+def _split_system(messages: list[Message], system: Any) -> tuple[list[Message], str | None]:
+    """A leading system message moves to `system` (a `system` column wins, as in LLaMA-Factory)."""
+    sys_text = system if isinstance(system, str) and system else None
+    if messages and messages[0].role == "system":
+        sys_text = sys_text or messages[0].content
+        messages = messages[1:]
+    return messages, sys_text
+
+
+def _check_prompt(prompt: list[Message], field: str) -> list[Message]:
+    if not prompt:
+        raise _bad(field, "the prompt has no user turn")
+    if prompt[-1].role not in ("user", "tool"):
+        raise _bad(field, f"the prompt must end with a user (or tool) turn, it ends with {prompt[-1].role!r}")
+    if any(m.role == "system" for m in prompt):
+        raise _bad(field, "a system message may only come first")
+    return prompt
+
+
+def _alpaca_prompt(row: Mapping[str, Any]) -> list[Message]:
+    """instruction + input (joined by a blank line, as LLaMA-Factory does) after optional history pairs."""
+    instruction = row.get("instruction", row.get("prompt"))
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise _bad("instruction", "missing or empty")
+    query = row.get("input", row.get("query")) or ""
+    prompt: list[Message] = []
+    for i, pair in enumerate(row.get("history") or []):
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise _bad(f"history[{i}]", "expected a [user, assistant] pair of strings")
+        prompt += [Message("user", pair[0]), Message("assistant", pair[1])]
+    content = f"{instruction}\n\n{query}" if isinstance(query, str) and query.strip() else instruction
+    return [*prompt, Message("user", content)]
+
+
+def _label(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise _bad(field, f"expected true/false, got {value!r}")
+
+
+def _common_prefix(a: list[Message], b: list[Message]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+# ---- pairwise converters ----------------------------------------------------------------------------------
+
+
+def sharegpt_ranking(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+    key = "conversations" if "conversations" in row else "messages"
+    prompt, system = _split_system(_messages(row.get(key), key, tags), row.get("system"))
+    return PreferenceExample(
+        _check_prompt(prompt, key),
+        _reply(row.get("chosen"), "chosen", tags),
+        _reply(row.get("rejected"), "rejected", tags),
+        system,
+    )
+
+
+def alpaca_ranking(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+    system = row.get("system") if isinstance(row.get("system"), str) and row.get("system") else None
+    prompt = _alpaca_prompt(row)
+    return PreferenceExample(
+        prompt,
+        _reply(row.get("chosen"), "chosen", tags),
+        _reply(row.get("rejected"), "rejected", tags),
+        system,
+    )
+
+
+def swift_rejected(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+    key = "chosen_messages" if "chosen_messages" in row else "messages"
+    chosen_conv = _messages(row.get(key), key, tags)
+    if chosen_conv[-1].role != "assistant":
+        raise _bad(key, "the conversation must end with the chosen assistant reply")
+    if "rejected_messages" in row:
+        rejected = _reply(row["rejected_messages"], "rejected_messages")
+        rejected_conv = _messages(row["rejected_messages"], "rejected_messages")
+        if rejected_conv[:-1] != chosen_conv[:-1]:
+            raise _bad("rejected_messages", f"its turns before the last must equal those of {key}")
+    else:
+        rejected = _reply(row.get("rejected_response"), "rejected_response")
+    prompt, system = _split_system(chosen_conv[:-1], row.get("system"))
+    return PreferenceExample(_check_prompt(prompt, key), chosen_conv[-1].content, rejected, system)
+
+
+def trl_preference(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+    chosen_v, rejected_v = row.get("chosen"), row.get("rejected")
+    if (
+        "prompt" not in row
+    ):  # implicit prompt: two whole conversations that share everything but the last reply
+        chosen_conv, rejected_conv = _messages(chosen_v, "chosen"), _messages(rejected_v, "rejected")
+        n = _common_prefix(chosen_conv[:-1], rejected_conv[:-1])
+        if n != len(chosen_conv) - 1 or n != len(rejected_conv) - 1:
+            raise _bad(
+                "chosen", "without a prompt column, chosen and rejected must differ only in the last turn"
+            )
+        prompt, system = _split_system(chosen_conv[:-1], row.get("system"))
+        return PreferenceExample(
+            _check_prompt(prompt, "chosen"),
+            _reply(chosen_v, "chosen"),
+            _reply(rejected_v, "rejected"),
+            system,
+        )
+    raw = row["prompt"]
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise _bad("prompt", "empty prompt")
+        prompt, system = [Message("user", raw)], None
+    else:
+        prompt, system = _split_system(_messages(raw, "prompt"), row.get("system"))
+    return PreferenceExample(
+        _check_prompt(prompt, "prompt"), _reply(chosen_v, "chosen"), _reply(rejected_v, "rejected"), system
+    )
+
+
+# ---- unpaired converters ----------------------------------------------------------------------------------
+
+
+def kto_tag(row: Row, tags: Tags = _NO_TAGS) -> KTOExample:
+    tag_key = "kto_tag" if "kto_tag" in row else "label"
+    label = _label(row.get(tag_key), tag_key)
+    system = row.get("system") if isinstance(row.get("system"), str) and row.get("system") else None
+    if "instruction" in row:
+        output = row.get("output", row.get("response"))
+        return KTOExample(_alpaca_prompt(row), _reply(output, "output"), label, system)
+    key = next((k for k in ("messages", "conversations", "completion") if k in row), "messages")
+    conv = _messages(row.get(key), key, tags)
+    if conv[-1].role != "assistant" or not conv[-1].content.strip():
+        raise _bad(key, "the conversation must end with a non-empty assistant reply")
+    prompt, system = _split_system(conv[:-1], system)
+    return KTOExample(_check_prompt(prompt, key), conv[-1].content, label, system)
+
+
+def trl_unpaired(row: Row, tags: Tags = _NO_TAGS) -> KTOExample:
+    raw = row.get("prompt")
+    if isinstance(raw, str) and raw.strip():
+        prompt, system = [Message("user", raw)], None
+    else:
+        prompt, system = _split_system(_messages(raw, "prompt"), row.get("system"))
+    label = _label(row.get("label"), "label")
+    return KTOExample(
+        _check_prompt(prompt, "prompt"), _reply(row.get("completion"), "completion"), label, system
+    )
+
+
+def _has(*keys: str) -> Callable[[Row], bool]:
+    return lambda row: all(k in row for k in keys)
+
+
+def _any(*keys: str) -> Callable[[Row], bool]:
+    return lambda row: any(k in row for k in keys)
+
+
+# Plain dict registries in the data layer's `Format` shape; the first format whose `detect` matches wins.
+# lf_columns: LLaMA-Factory dataset_info `columns` keys -> the field names these converters read.
+PREFERENCE_FORMATS: dict[str, Format] = {
+    "swift_rejected": Format(
+        swift_rejected,
+        _any("rejected_response", "rejected_messages"),
+        "ms-swift messages + rejected_response (or rejected_messages)",
+        {"messages": "messages", "rejected_response": "rejected_response", "system": "system"},
+    ),
+    "sharegpt_ranking": Format(
+        sharegpt_ranking,
+        lambda row: "conversations" in row or ("messages" in row and "chosen" in row),
+        "LLaMA-Factory ranking sharegpt: conversations + chosen/rejected messages",
+        {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+    ),
+    "alpaca_ranking": Format(
+        alpaca_ranking,
+        _has("instruction", "chosen"),
+        "LLaMA-Factory ranking alpaca: instruction/input/chosen/rejected/system/history",
+        {
+            "prompt": "instruction",
+            "query": "input",
+            "chosen": "chosen",
+            "rejected": "rejected",
+            "system": "system",
+            "history": "history",
+        },
+    ),
+    "trl": Format(
+        trl_preference,
+        _has("chosen", "rejected"),
+        "TRL prompt/chosen/rejected (strings or message lists; prompt may be implicit)",
+        {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+    ),
+}
+
+
+def _dispatch(formats: Mapping[str, Format], what: str) -> Callable[[Row, Tags], Any]:
+    """A converter that picks the first matching format: dataset_info entries only say `ranking: true`."""
+
+    def convert(row: Row, tags: Tags) -> Any:
+        for fmt in formats.values():
+            if fmt.detect(row):
+                return fmt.convert(row, tags)
+        raise _bad("row", f"cannot tell the {what} layout from the keys {sorted(row)}")
+
+    return convert
+
+
+def _merged_columns(formats: Mapping[str, Format]) -> dict[str, str]:
+    return {k: v for f in formats.values() for k, v in f.lf_columns.items()}
+
+
+# The loader names dataset_info `ranking: true` entries "preference" and `kto_tag` entries "kto".
+PREFERENCE_FORMATS["preference"] = Format(
+    _dispatch(dict(PREFERENCE_FORMATS), "preference"),
+    lambda row: False,  # only chosen by name; auto-detection finds the specific format itself
+    "a dataset_info `ranking: true` entry (sharegpt or alpaca)",
+    {**_merged_columns(PREFERENCE_FORMATS), "messages": "conversations"},
+)
+
+KTO_FORMATS: dict[str, Format] = {
+    "trl_unpaired": Format(trl_unpaired, _has("prompt", "completion"), "TRL prompt/completion/label"),
+    "kto_tag": Format(
+        kto_tag,
+        _any("kto_tag", "label"),
+        "a conversation ending with the reply + kto_tag/label true|false (LLaMA-Factory, ms-swift)",
+        {
+            "messages": "messages",
+            "kto_tag": "kto_tag",
+            "system": "system",
+            "prompt": "instruction",
+            "query": "input",
+            "response": "output",
+        },
+    ),
+}
+
+KTO_FORMATS["kto"] = Format(
+    _dispatch(dict(KTO_FORMATS), "KTO"),
+    lambda row: False,
+    "a dataset_info entry with a kto_tag column",
+    {**_merged_columns(KTO_FORMATS)},
+)
+
+
+def convert_rows(
+    rows: Iterable[tuple[str, Row]],
+    formats: Mapping[str, Format],
+    format: str = "auto",
+    tags: Tags = _NO_TAGS,
+) -> list[Any]:
+    """Convert (source, row) pairs, collecting every `source:field: problem` into one DataError.
+
+    temper.data.load.load_records does this for files; this is the in-memory version (tests, Python API).
+
+    Example:
+        >>> try:
+        ...     convert_rows([("a.json:1", {"prompt": "hi", "chosen": "hello", "rejected": ""})], PREFERENCE_FORMATS)
+        ... except DataError as e:
+        ...     print(e.problems)
+        ['a.json:1:rejected: missing or empty reply']
+    """
+    records, problems, n = [], [], 0
+    for source, row in rows:
+        n += 1
+        name = format if format != "auto" else next((k for k, f in formats.items() if f.detect(row)), None)
+        if name is None:
+            problems.append(f"{source}: cannot tell the format from the keys {sorted(row)}")
+            continue
+        try:
+            record = formats[name].convert(row, tags)
+        except RowError as e:
+            problems += [f"{source}:{field}: {message}" for field, message in e.problems]
+            continue
+        record.source = source
+        records.append(record)
+    if problems:
+        raise DataError(
+            f"{len(problems)} problem(s) in {n} rows:",
+            problems,
+            hint=f"Fix the rows, or pass --format explicitly (one of {', '.join(formats)}).",
+        )
+    return records

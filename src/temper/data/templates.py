@@ -1,0 +1,128 @@
+"""Chat templates: THE one rendering used by training, inference, evaluation and serving.
+
+The tokenizer's own chat template is used when it has one; `template` overrides it with a name from TEMPLATES
+or a path to a Jinja file. Prompts are tokenized with `add_special_tokens=False` because the template already
+writes every special token (a second BOS would differ from what the model was trained on).
+
+    >>> tok = prepare_tokenizer(load_tokenizer("smollm2-135m-instruct"), None)  # doctest: +SKIP
+    >>> render_prompt(tok, [{"role": "user", "content": "Who are you?"}])  # doctest: +SKIP
+    '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM...<|im_start|>assistant\\n'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from temper.data.records import ChatExample
+from temper.errors import TemperError
+
+# ChatML (Qwen, SmolLM2, ms-swift's `chatml`). Tools, when given, go into the system turn as JSON.
+CHATML = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- 'You may call these tools:\\n' + (tools | tojson) + '<|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if not (loop.first and message['role'] == 'system') %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Plain dict registry of built-in templates: name -> (Jinja source, the special tokens it writes).
+TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "chatml": (CHATML, ("<|im_start|>", "<|im_end|>")),
+}
+
+
+def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
+    """Give the tokenizer a chat template: its own, or `template` (a TEMPLATES name or a Jinja file path).
+
+    Raises TemperError when there is neither. With a built-in template whose end-of-turn token the vocabulary
+    lacks, that token is added as a special token (so the embedding matrix must be resized by the caller).
+
+    >>> tok = prepare_tokenizer(tok, "chatml")  # doctest: +SKIP
+    """
+    if template:
+        if template in TEMPLATES:
+            source, specials = TEMPLATES[template]
+            missing = [t for t in specials if t not in tokenizer.get_vocab()]
+            if missing:
+                tokenizer.add_tokens(missing, special_tokens=True)
+        elif Path(template).is_file():
+            source = Path(template).read_text(encoding="utf-8")
+        else:
+            raise TemperError(
+                f"unknown template {template!r}: not a built-in name ({', '.join(TEMPLATES)}) nor an existing file.",
+                hint="Pass --template chatml or a path to a Jinja chat template.",
+            )
+        tokenizer.chat_template = source
+    if not getattr(tokenizer, "chat_template", None):
+        raise TemperError(
+            f"the tokenizer of {getattr(tokenizer, 'name_or_path', 'this model')!r} has no chat template.",
+            hint=f"Pass --template with a built-in name ({', '.join(TEMPLATES)}) or a Jinja file path.",
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def to_chat_dicts(example: ChatExample, default_system: str | None = None) -> list[dict[str, str]]:
+    """A ChatExample as role/content dicts, system first; `default_system` (--system) fills a missing one.
+
+    >>> from temper.data.records import Message
+    >>> to_chat_dicts(ChatExample([Message("user", "hi")]), "Be brief.")
+    [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'hi'}]
+    """
+    system = example.system if example.system is not None else default_system
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [{"role": m.role, "content": m.content} for m in example.messages]
+
+
+def _tools_list(tools: str | list[Any] | None) -> list[Any] | None:
+    if tools is None:
+        return None
+    parsed = json.loads(tools) if isinstance(tools, str) else tools
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def render_prompt(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    add_generation_prompt: bool = True,
+    tools: str | list[Any] | None = None,
+) -> str:
+    """Render messages with the tokenizer's chat template; with `add_generation_prompt` ends where the reply starts.
+
+    Templates that ignore `tools` get them appended to the system prompt, so tool rows are never silently
+    stripped of their definitions.
+
+    >>> render_prompt(tok, [{"role": "user", "content": "hi"}])  # doctest: +SKIP
+    """
+    tool_list = _tools_list(tools)
+    template = tokenizer.chat_template or ""
+    if tool_list and "tools" not in template:
+        text = "You may call these tools:\n" + json.dumps(tool_list, ensure_ascii=False)
+        if messages and messages[0]["role"] == "system":
+            messages = [{"role": "system", "content": messages[0]["content"] + "\n\n" + text}, *messages[1:]]
+        else:
+            messages = [{"role": "system", "content": text}, *messages]
+        tool_list = None
+    out = tokenizer.apply_chat_template(
+        messages, tools=tool_list, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    return str(out)
+
+
+def prompt_ids(
+    tokenizer: Any, messages: list[dict[str, str]], tools: str | list[Any] | None = None
+) -> list[int]:
+    """Token ids of the generation prompt, exactly as training saw the tokens before a reply.
+
+    >>> ids = prompt_ids(tok, [{"role": "user", "content": "hi"}])  # doctest: +SKIP
+    """
+    return list(
+        tokenizer(render_prompt(tokenizer, messages, True, tools), add_special_tokens=False)["input_ids"]
+    )

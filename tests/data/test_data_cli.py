@@ -1,0 +1,95 @@
+"""`temper data check` (exit codes, full report) and `temper data stats` (histogram, counts, padding)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from temper.cli import main
+from temper.data.stats import data_stats
+
+
+def test_check_ok_prints_rows_and_format(lf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["data", "check", str(lf / "alpaca_zh_demo.json"), str(lf / "glaive_toolcall_en_demo.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "alpaca_zh_demo.json: 1000 rows, format alpaca, ok" in out
+    assert "glaive_toolcall_en_demo.json: 300 rows, format sharegpt, ok" in out
+
+
+def test_check_dataset_dir_names(lf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", "identity,wiki_demo", "--dataset-dir", str(lf)]) == 0
+    assert "wiki_demo.txt: 30 rows, format text, ok" in capsys.readouterr().out
+
+
+def test_check_reports_every_problem_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    rows = [json.dumps({"query": f"q{i}"}) for i in range(60)] + ["{not json"]
+    bad.write_text("\n".join(rows) + "\n")
+    assert main(["data", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.count(":response: missing; expected a non-empty string") == 60
+    )  # all of them, no "... and N more"
+    assert f"{bad}:61: invalid JSON line" in err
+    assert f"{bad}:1:response:" in err
+
+
+def test_check_exit_code_of_the_real_process(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "x"}]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "temper", "data", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert f"{bad}:1:output: missing" in proc.stderr
+
+
+def _config(tmp_path: Path, model: Path, data: list[str]) -> Path:
+    cfg = {
+        "model": str(model),
+        "dataset": data,
+        "max_length": 128,
+        "per_device_train_batch_size": 4,
+        "model_name": "Ember",
+        "model_author": "us",
+    }
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_stats_of_a_config_and_a_run_dir(
+    tmp_path: Path, tiny_llama_dir: Path, lf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from temper.config import SFTConfig
+    from temper.runs import write_manifest
+
+    yaml_path = _config(
+        tmp_path, tiny_llama_dir, [str(lf / "identity.json"), str(lf / "alpaca_en_demo.json#40")]
+    )
+    s = data_stats(yaml_path)
+    assert s.encode.n_rows == 131 and len(s.encode.lengths) == 131
+    assert s.encode.n_truncated + s.encode.n_dropped == sum(n > 128 for n in s.encode.lengths) > 0
+    assert max(s.padding_packed, s.padding_grouped) < 0.05 < s.padding_random < 1
+    assert s.n_packed_rows < s.encode.n_rows
+    # A run dir: config.yaml + manifest + tokenizer, as training writes them.
+    run = tmp_path / "run"
+    run.mkdir()
+    SFTConfig.from_sources(yaml_path).save_yaml(run / "config.yaml")
+    write_manifest(run, "sft", str(tiny_llama_dir), "adapter")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(run)
+    assert main(["data", "stats", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "token lengths of" in out and "131 rows" in out
+    assert f"{s.encode.n_truncated} truncated" in out and "padding at batch size 4" in out

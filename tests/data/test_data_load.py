@@ -1,0 +1,210 @@
+"""Loading real files, dataset_info dirs, sampling, placeholders, CSV/parquet, and the all-at-once report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from temper.data.load import load_datasets, load_records, sample, split_validation
+from temper.data.records import ChatExample, TextExample
+from temper.errors import DataError
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "rows"),
+    [
+        ("alpaca_en_demo.json", "alpaca", 999),
+        ("alpaca_zh_demo.json", "alpaca", 1000),
+        ("identity.json", "alpaca", 91),
+        ("glaive_toolcall_en_demo.json", "sharegpt", 300),
+        ("c4_demo.jsonl", "text", 300),
+        ("wiki_demo.txt", "text", 30),
+        ("v1_sft_demo.jsonl", "messages", 500),
+        ("reason_tool_use_demo_50.jsonl", "messages", 50),  # reasoning + tool_call content parts
+    ],
+)
+def test_real_llamafactory_files(lf: Path, name: str, fmt: str, rows: int) -> None:
+    (item,) = load_datasets([str(lf / name)], model_name="Ember", model_author="us")
+    assert (item.format, item.n_rows, len(item.records)) == (fmt, rows, rows)
+    assert item.records[0].source == f"{lf / name}:1"
+
+
+def test_alpaca_zh_content(lf: Path) -> None:
+    rec = load_records([str(lf / "alpaca_zh_demo.json")])[0]
+    raw = json.loads((lf / "alpaca_zh_demo.json").read_text())[0]
+    assert isinstance(rec, ChatExample)
+    assert rec.messages[0].content == "\n".join(x for x in (raw["instruction"], raw["input"]) if x)
+    assert rec.messages[1].content == raw["output"]
+
+
+def test_glaive_toolcalls_keep_tools_and_roles(lf: Path) -> None:
+    records = load_records([str(lf / "glaive_toolcall_en_demo.json")])
+    with_calls = [
+        r for r in records if isinstance(r, ChatExample) and any(m.role == "tool" for m in r.messages)
+    ]
+    assert len(with_calls) > 100
+    assert all(r.tools and json.loads(r.tools) for r in with_calls)
+    first = with_calls[0]
+    call = first.messages[[m.role for m in first.messages].index("tool") - 1]
+    assert call.role == "assistant" and "name" in json.loads(call.content)
+
+
+def test_identity_placeholders_filled(lf: Path) -> None:
+    records = load_records([str(lf / "identity.json")], model_name="Ember", model_author="the temper team")
+    text = json.dumps([r.messages[1].content for r in records if isinstance(r, ChatExample)])
+    assert "{{" not in text and "Ember" in text and "the temper team" in text
+
+
+def test_ms_swift_self_cognition_upper_placeholders(swift: Path) -> None:
+    path = swift / "legacy/swift/llm/data/self_cognition.jsonl"
+    (item,) = load_datasets([str(path)], model_name="Ember", model_author="Temper")
+    assert item.format == "query_response" and item.n_rows > 100
+    first = item.records[0]
+    assert isinstance(first, ChatExample)
+    assert first.messages[1].content.startswith("我是Ember，由Temper训练的")
+
+
+def test_ms_swift_query_response_with_history(swift: Path) -> None:
+    path = swift / "legacy/examples/pytorch/llm/eval_example/custom_general_qa/default.jsonl"
+    records = load_records([str(path)])
+    assert len(records) == 3 and isinstance(records[0], ChatExample)
+    assert records[0].messages[0].content == "中国的首都是哪里？"
+
+
+def test_dataset_dir_names_mix_and_sample(lf: Path) -> None:
+    loaded = load_datasets(
+        ["identity,alpaca_en_demo#10", "glaive_toolcall_en_demo#7", "wiki_demo"], dataset_dir=lf
+    )
+    assert [(x.format, len(x.records)) for x in loaded] == [
+        ("alpaca", 91),
+        ("alpaca", 10),
+        ("sharegpt", 7),
+        ("text", 30),
+    ]
+    records = load_records(["identity", "wiki_demo#3"], dataset_dir=lf)
+    assert len(records) == 94 and isinstance(records[-1], TextExample)
+
+
+def test_dataset_info_columns_and_tags(tmp_path: Path) -> None:
+    rows = [{"dialog": [{"who": "me", "said": "hi"}, {"who": "bot", "said": "hello"}], "sys": "S"}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "2+2?", "answer": "4"}) + "\n")
+    info = {
+        "chat": {
+            "file_name": "d.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "dialog", "system": "sys"},
+            "tags": {"role_tag": "who", "content_tag": "said", "user_tag": "me", "assistant_tag": "bot"},
+        },
+        "qa": {"file_name": "q.jsonl", "columns": {"prompt": "question", "response": "answer"}},
+        "hub": {"hf_hub_url": "someone/remote"},
+    }
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    chat, qa = load_records(["chat", "qa"], dataset_dir=tmp_path)
+    assert isinstance(chat, ChatExample) and chat.system == "S"
+    assert [(m.role, m.content) for m in chat.messages] == [("user", "hi"), ("assistant", "hello")]
+    assert isinstance(qa, ChatExample) and qa.messages[1].content == "4"
+    with pytest.raises(DataError) as info_err:
+        load_records(["hub", "missing"], dataset_dir=tmp_path)
+    assert len(info_err.value.problems) == 2 and "offline" in info_err.value.problems[0]
+
+
+def test_sampling_is_seeded_and_deterministic(lf: Path) -> None:
+    spec = [str(lf / "alpaca_en_demo.json#50")]
+    a = [r.source for r in load_records(spec, seed=1)]
+    b = [r.source for r in load_records(spec, seed=1)]
+    c = [r.source for r in load_records(spec, seed=2)]
+    assert a == b and a != c and len(a) == 50 and len(set(a)) == 50
+    assert sample(list(range(3)), 7, seed=0)[:6] == [0, 1, 2, 0, 1, 2]  # upsampling repeats the whole set
+
+
+def test_split_validation() -> None:
+    train, val = split_validation(list(range(100)), 0.1, seed=3)
+    assert (len(train), len(val)) == (90, 10) and sorted(train + val) == list(range(100))
+    assert split_validation(list(range(100)), 0.1, seed=3) == (train, val)
+    assert len(split_validation(list(range(100)), 7, seed=3)[1]) == 7
+    assert split_validation([1, 2], 0, seed=3) == ([1, 2], [])
+    with pytest.raises(DataError):
+        split_validation([1, 2], 2, seed=3)
+
+
+def test_csv_cells_stay_strings_and_empty_cells_are_absent(tmp_path: Path) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_text(
+        'instruction,input,output,system\nWhat is 6*7?,,42,\n"Pad it",7,007,Be exact.\n', encoding="utf-8"
+    )
+    first, second = load_records([str(path)])
+    assert isinstance(first, ChatExample) and isinstance(second, ChatExample)
+    assert first.messages[1].content == "42" and first.system is None
+    assert second.messages[0].content == "Pad it\n7" and second.messages[1].content == "007"
+    assert second.system == "Be exact."
+
+
+def test_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"query": ["q1", "q2"], "response": ["r1", "r2"], "system": [None, "S"]}), path)
+    records = load_records([str(path)])
+    assert [r.system for r in records if isinstance(r, ChatExample)] == [None, "S"]
+
+
+def test_every_problem_of_every_file_at_once(tmp_path: Path) -> None:
+    jsonl = tmp_path / "bad.jsonl"
+    lines = [
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}),
+        '{"messages": [ this is not json',
+        json.dumps({"messages": []}),
+        json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+        json.dumps({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+    ]
+    jsonl.write_text("\n".join(lines) + "\n")
+    alpaca = tmp_path / "bad.json"
+    alpaca.write_text(
+        json.dumps(
+            [{"instruction": "x", "output": "y"}, {"instruction": "x"}, {"instruction": "x", "output": 3}]
+        )
+    )
+    with pytest.raises(DataError) as err:
+        load_records([str(jsonl), str(alpaca)])
+    got = err.value.problems
+    assert got == [
+        f"{jsonl}:2: invalid JSON line (column 16): Expecting value",
+        f"{jsonl}:3:messages: empty conversation; expected at least a user and an assistant turn",
+        f"{jsonl}:4:messages[1].role: after 'user' expected 'assistant', got 'user'",
+        f"{jsonl}:4:messages[1].role: last turn must be 'assistant' (nothing to learn), got 'user'",
+        f"{jsonl}:5:messages[0].content: expected a string, got int",
+        f"{alpaca}:2:output: missing; expected a non-empty string",
+        f"{alpaca}:3:output: expected a string, got int '3'",
+    ]
+
+
+def test_undetectable_format_and_bad_spec(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"foo": 1}\n')
+    with pytest.raises(DataError, match="cannot detect the format"):
+        load_records([str(path)])
+    with pytest.raises(DataError, match="positive row count"):
+        load_records([f"{path}#abc"])
+    with pytest.raises(DataError, match="no such file"):
+        load_records([str(tmp_path / "nope.json")])
+
+
+def test_multimodal_rows_are_refused_not_silently_stripped(lf: Path) -> None:
+    with pytest.raises(DataError) as err:
+        load_records([str(lf / "mllm_demo.json")])
+    assert err.value.problems[0].startswith(
+        f"{lf / 'mllm_demo.json'}:1:images: multimodal rows are not supported"
+    )
+
+
+def test_reasoning_parts_become_think_blocks(lf: Path) -> None:
+    rec = load_records([str(lf / "reason_tool_use_demo_50.jsonl")])[1]
+    assert isinstance(rec, ChatExample) and rec.system and rec.tools
+    first_reply = rec.messages[1].content
+    assert first_reply.startswith("<think>\n") and "\n</think>\n\n{" in first_reply
+    assert json.loads(first_reply.split("</think>\n\n", 1)[1])["name"] == "get_movie_details"

@@ -1,0 +1,160 @@
+"""Templates and masking: labels are exactly the assistant replies + <|im_end|>, and prompts match inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from temper.data.load import load_records
+from temper.data.records import ChatExample, Message, TextExample
+from temper.data.templates import prepare_tokenizer, prompt_ids, render_prompt, to_chat_dicts
+from temper.data.tokenize import IGNORE, chat_ids, encode_chat, encode_dataset, encode_text
+from temper.errors import TemperError
+
+
+def labelled_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
+    """Contiguous runs of labelled tokens."""
+    runs: list[list[int]] = []
+    prev = False
+    for tid, lab in zip(ids, labels, strict=True):
+        if lab != IGNORE:
+            assert lab == tid
+            if not prev:
+                runs.append([])
+            runs[-1].append(tid)
+        prev = lab != IGNORE
+    return runs
+
+
+@pytest.fixture(scope="module")
+def multi_turn(lf: Path) -> list[ChatExample]:
+    """Real multi-turn rows: glaive tool-call conversations (with function calls and observations)."""
+    records = load_records([str(lf / "glaive_toolcall_en_demo.json")])
+    chats = [r for r in records if isinstance(r, ChatExample)]
+    return [r for r in chats if sum(m.role == "assistant" for m in r.messages) >= 3][:40]
+
+
+def test_labels_are_exactly_every_assistant_reply_plus_end_of_turn(
+    tok: Any, multi_turn: list[ChatExample]
+) -> None:
+    assert len(multi_turn) == 40
+    for rec in multi_turn:
+        ids, labels = chat_ids(tok, rec)
+        runs = [tok.decode(run) for run in labelled_runs(ids, labels)]
+        replies = [m.content + "<|im_end|>" for m in rec.messages if m.role == "assistant"]
+        assert runs == replies, rec.source
+
+
+def test_reasoning_tool_rows_mask_every_reply(tok: Any, lf: Path) -> None:
+    for rec in load_records([str(lf / "reason_tool_use_demo_50.jsonl#6")]):
+        assert isinstance(rec, ChatExample)
+        ids, labels = chat_ids(tok, rec)
+        replies = [m.content + "<|im_end|>" for m in rec.messages if m.role == "assistant"]
+        assert [tok.decode(r) for r in labelled_runs(ids, labels)] == replies
+
+
+def test_alpaca_and_identity_rows_mask_the_prompt(tok: Any, lf: Path) -> None:
+    records = load_records([str(lf / "identity.json#10"), str(lf / "alpaca_zh_demo.json#10")], model_name="E")
+    for rec in records:
+        assert isinstance(rec, ChatExample)
+        ids, labels = chat_ids(tok, rec)
+        assert [tok.decode(r) for r in labelled_runs(ids, labels)] == [
+            rec.messages[-1].content + "<|im_end|>"
+        ]
+        first = next(i for i, x in enumerate(labels) if x != IGNORE)
+        assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+def test_prompt_tokens_equal_inference_rendering(tok: Any, multi_turn: list[ChatExample]) -> None:
+    """Before every assistant reply, the training tokens are exactly prompt_ids (what inference feeds)."""
+    for rec in multi_turn[:15]:
+        ids, labels = chat_ids(tok, rec)
+        msgs = to_chat_dicts(rec)
+        starts = [
+            i for i in range(len(labels)) if labels[i] != IGNORE and (i == 0 or labels[i - 1] == IGNORE)
+        ]
+        turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        assert len(starts) == len(turns)
+        for start, turn in zip(starts, turns, strict=True):
+            assert ids[:start] == prompt_ids(tok, msgs[:turn], tools=rec.tools), rec.source
+        # and the plain text path: render_prompt + the tokenizer, without special tokens added twice
+        plain = tok(render_prompt(tok, msgs[: turns[0]], tools=rec.tools), add_special_tokens=False)[
+            "input_ids"
+        ]
+        assert ids[: starts[0]] == plain
+
+
+def test_system_prompt_default_and_row_system(tok: Any) -> None:
+    rec = ChatExample([Message("user", "hi"), Message("assistant", "yo")])
+    assert "You are a pirate." in render_prompt(tok, to_chat_dicts(rec, "You are a pirate."))
+    own = ChatExample([Message("user", "hi"), Message("assistant", "yo")], system="Row system")
+    text = render_prompt(tok, to_chat_dicts(own, "You are a pirate."))
+    assert "Row system" in text and "pirate" not in text
+    sample = encode_chat(tok, rec, 64, system="You are a pirate.")
+    assert sample is not None and "pirate" in tok.decode(sample["input_ids"])
+
+
+def test_truncation_and_drop_are_counted(tok: Any) -> None:
+    short = ChatExample([Message("user", "hi"), Message("assistant", "hello there")])
+    long = ChatExample([Message("user", "hi"), Message("assistant", "word " * 200)])
+    long_prompt = ChatExample([Message("user", "word " * 200), Message("assistant", "ok")])
+    records: list[Any] = [short, long, long_prompt, TextExample("text " * 300)]
+    samples, stats = encode_dataset(records, tok, 64, "truncate")
+    assert (stats.n_rows, stats.n_truncated, stats.n_dropped, len(samples)) == (4, 2, 1, 3)
+    assert all(len(s["input_ids"]) <= 64 for s in samples) and len(stats.lengths) == 4
+    assert stats["n_truncated"] == 2 and stats.as_dict()["n_dropped"] == 1
+    samples, stats = encode_dataset(records, tok, 64, "drop")
+    assert (stats.n_truncated, stats.n_dropped, len(samples)) == (0, 3, 1)
+
+
+def test_text_rows_label_everything_and_end_with_eos(tok: Any) -> None:
+    sample = encode_text(tok, TextExample("Anarchism is a political philosophy."), 64)
+    assert sample is not None
+    assert sample["labels"] == sample["input_ids"] and sample["input_ids"][-1] == tok.eos_token_id
+
+
+def test_template_override_and_missing_template(tok: Any, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    bert = AutoTokenizer.from_pretrained(tiny_bert_dir, local_files_only=True)
+    bert.chat_template = None
+    with pytest.raises(TemperError, match="no chat template"):
+        prepare_tokenizer(bert, None)
+    with pytest.raises(TemperError, match="unknown template"):
+        prepare_tokenizer(bert, "nope")
+    prepare_tokenizer(bert, "chatml")
+    assert "<|im_end|>" in bert.get_vocab()
+    rec = ChatExample([Message("user", "hi"), Message("assistant", "hello")])
+    ids, labels = chat_ids(bert, rec)
+    assert [bert.decode(r) for r in labelled_runs(ids, labels)] == ["hello <|im_end|>"]
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
+    other = AutoTokenizer.from_pretrained(tiny_bert_dir, local_files_only=True)
+    assert (
+        render_prompt(prepare_tokenizer(other, str(jinja)), [{"role": "user", "content": "x"}])
+        == "[user] x\n"
+    )
+
+
+def test_trimming_template_and_prefix_unstable_template(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    trim = tmp_path / "trim.jinja"
+    trim.write_text(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_llama_dir, local_files_only=True), str(trim))
+    rec = ChatExample([Message("user", " hi "), Message("assistant", "  hello  \n")])
+    ids, labels = chat_ids(tok, rec)
+    assert [tok.decode(r) for r in labelled_runs(ids, labels)] == ["hello<|im_end|>"]
+    # A template that rewrites earlier turns cannot give an exact mask: say so instead of guessing.
+    last_only = tmp_path / "last.jinja"
+    last_only.write_text("{{ messages[-1]['content'] }}{% if add_generation_prompt %}>>{% endif %}")
+    tok = prepare_tokenizer(
+        AutoTokenizer.from_pretrained(tiny_llama_dir, local_files_only=True), str(last_only)
+    )
+    with pytest.raises(TemperError, match="prefix"):
+        chat_ids(tok, rec)

@@ -1,0 +1,82 @@
+"""Embedding training on a tiny random encoder: InfoNCE pulls same-topic pairs together, and the run dir
+embeds through the Python API and carries the sentence-transformers pooling files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from temper.config.encoder import EmbedConfig
+from temper.errors import ConfigError
+from temper.models.heads import embed_texts, pool, read_pooling
+from temper.recipes.embed import train_embedder
+
+
+def test_infonce_raises_pair_similarity_over_non_pairs(
+    tiny_bert_dir: Path, pairs_jsonl: Path, tmp_path: Path
+) -> None:
+    cfg = EmbedConfig.from_sources(
+        None,
+        [
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(pairs_jsonl),
+            "--epochs",
+            "4",
+            "--lr",
+            "5e-3",
+            "--temperature",
+            "0.1",
+            "--batch-size",
+            "16",
+            "--val-size",
+            "24",
+            "--output-dir",
+            str(tmp_path / "emb"),
+            "--bf16",
+            "false",
+            "--logging-steps",
+            "5",
+        ],
+    )
+    result = train_embedder(cfg)
+    assert result.loss == "infonce"
+    assert result.after["pair_margin"] > result.before["pair_margin"] + 0.1
+    assert result.after["retrieval_accuracy"] >= result.before["retrieval_accuracy"]
+    run = tmp_path / "emb"
+    assert read_pooling(run) == "mean"
+    assert json.loads((run / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"] is True
+    vecs = embed_texts(str(run), ["about kitten 1", "text of feline", "text of automobile"])
+    assert vecs.shape == (3, 32) and torch.allclose(vecs.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_cosine_loss_needs_labels(tiny_bert_dir: Path, pairs_jsonl: Path, tmp_path: Path) -> None:
+    cfg = EmbedConfig.from_sources(
+        None,
+        [
+            "--model",
+            str(tiny_bert_dir),
+            "--dataset",
+            str(pairs_jsonl),
+            "--loss",
+            "cosine",
+            "--output-dir",
+            str(tmp_path / "x"),
+        ],
+    )
+    with pytest.raises(ConfigError, match="needs a label"):
+        train_embedder(cfg)
+
+
+def test_pooling_modes() -> None:
+    hidden = torch.arange(12.0).reshape(1, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert pool(hidden, mask, "mean").tolist() == [[3.0, 4.0, 5.0]]
+    assert pool(hidden, mask, "cls").tolist() == [[0.0, 1.0, 2.0]]
+    assert pool(hidden, mask, "last").tolist() == [[6.0, 7.0, 8.0]]
+    left = torch.tensor([[0, 1, 1, 1]])  # left padding: the last real token is still the last position
+    assert pool(hidden, left, "last").tolist() == [[9.0, 10.0, 11.0]]

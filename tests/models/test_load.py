@@ -1,0 +1,66 @@
+"""Model names resolve offline: aliases, HF dirs, GGUF files (converted once, cached) and run dirs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from temper.errors import ModelNotFoundError, TemperError
+from temper.models.load import BUNDLED, load_causal_lm, resolve
+from temper.runs import write_manifest
+
+
+def test_unknown_model_lists_what_was_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve(str(tmp_path / "nope"))
+    text = str(err.value)
+    for needle in ("bundled alias", "GGUF file", "temper_run.json", "config.json", *BUNDLED):
+        assert needle in text
+    assert "offline" in text
+
+
+def test_hf_dir_and_run_dir_resolve(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    ref = resolve(str(tiny_llama_dir))
+    assert ref.kind == "hf_dir" and ref.path == tiny_llama_dir
+    run = tmp_path / "run"
+    run.mkdir()
+    write_manifest(run, "sft", str(tiny_llama_dir), "adapter")
+    ref = resolve(str(run))
+    assert ref.kind == "run" and ref.path == tiny_llama_dir and ref.adapters == {"run": run}
+    # A run dir whose adapter files are missing is refused with the files named, not loaded half-way.
+    with pytest.raises(TemperError, match="adapter_model.safetensors"):
+        load_causal_lm(ref)
+
+
+def test_pickle_adapters_are_not_loaded(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    write_manifest(run, "sft", str(tiny_llama_dir), "adapter")
+    (run / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (run / "adapter_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(TemperError, match="pickle"):
+        load_causal_lm(str(run))
+
+
+@pytest.mark.slow
+def test_gguf_file_converts_once_and_matches(tmp_path: Path, smollm2_dir: Path) -> None:
+    gguf = BUNDLED["smollm2-135m-instruct"].locate()
+    assert gguf is not None
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(gguf, copy)
+    ref = resolve(str(copy))
+    assert ref.kind == "gguf" and (ref.path / "model.safetensors").exists()
+    assert resolve(str(copy)).path == ref.path  # cached: the second resolve does not convert again
+    cfg = json.loads((ref.path / "config.json").read_text())
+    assert "quantization_config" not in cfg  # plain float model: saving and full fine-tuning work
+    a, tok = load_causal_lm(ref, dtype="fp32")
+    b, _ = load_causal_lm("smollm2-135m-instruct", dtype="fp32")
+    ids = tok("Hello there", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    assert tok.model_max_length == 8192

@@ -1,0 +1,109 @@
+"""`temper sft --nproc 2` on CPU (gloo DDP through torchrun): same loss curve as one process with the same
+global batch, one run directory, and resume across the same world size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from temper.config import DistCfg
+from temper.runs import read_manifest, read_metrics
+from temper.training.launch import DEEPSPEED_PRESETS, deepspeed_config, torchrun_command, trainer_kwargs
+
+ROW = {
+    "messages": [
+        {"role": "user", "content": "Say the secret phrase."},
+        {"role": "assistant", "content": "The secret phrase is purple elephants dancing."},
+    ]
+}
+
+
+def run_sft(model: Path, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable, "-m", "temper", "sft", "--model", str(model), "--dataset", str(data),
+        "--output-dir", str(out), "--max-length", "48", "--lr", "2e-3", "--bf16", "false", "--tuning", "full",
+        "--lr-scheduler-type", "constant", "--logging-steps", "1", "--num-threads", "1", *extra,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    # Identical rows make the batches independent of each sampler's shuffle, so the curves must agree.
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(ROW) for _ in range(16)) + "\n")
+    one = tmp_path / "one"
+    run_sft(tiny_llama_dir, data, one, "--max-steps", "4", "--batch-size", "4")
+    two = tmp_path / "two"
+    proc = run_sft(tiny_llama_dir, data, two, "--max-steps", "4", "--batch-size", "2", "--nproc", "2")
+    assert "global 4 = 2 per device x 1 accumulation x 2 process(es)" in proc.stderr
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]  # one line per step: only rank 0 logs
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-3), (a, b)
+    assert read_manifest(two)["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "rows.jsonl", "two"]
+    # Resume on the same world size continues the curve.
+    resumed = tmp_path / "resumed"
+    run_sft(
+        tiny_llama_dir,
+        data,
+        resumed,
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--nproc",
+        "2",
+        "--save-steps",
+        "2",
+    )
+    run_sft(
+        tiny_llama_dir,
+        data,
+        resumed,
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--nproc",
+        "2",
+        "--resume",
+        "auto",
+    )
+    c = losses(resumed)
+    for step in (3, 4):
+        assert c[step] == pytest.approx(b[step], rel=1e-3), (b, c)
+
+
+def test_torchrun_command_and_presets() -> None:
+    dist = DistCfg(nproc=8, nnodes=2, node_rank=1, master_addr="node0", master_port=1234)
+    cmd = torchrun_command("sft", ["cfg.yaml", "--nproc", "8", "--master-port=9", "--lr", "1e-4"], dist)
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=8"]
+    assert "--nnodes=2" in cmd and "--node-rank=1" in cmd and "--master-addr=node0" in cmd
+    assert cmd[-5:] == ["temper", "sft", "cfg.yaml", "--lr", "1e-4"]  # launcher flags are not forwarded
+    for name in DEEPSPEED_PRESETS:
+        cfg = deepspeed_config(name)
+        assert cfg["zero_optimization"]["stage"] == int(name[4])
+        assert cfg["train_micro_batch_size_per_gpu"] == "auto"
+    assert trainer_kwargs(DistCfg(distributed="fsdp"))["fsdp"] == "full_shard auto_wrap"
+    assert trainer_kwargs(DistCfg()) == {}
+
+
+def test_bad_distributed_options_are_explained(tmp_path: Path) -> None:
+    from temper.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="node_rank"):
+        DistCfg(nnodes=2, node_rank=2)
+    with pytest.raises(ConfigError, match="neither a preset nor a JSON file"):
+        deepspeed_config(str(tmp_path / "missing.json"))
