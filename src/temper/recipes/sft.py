@@ -154,7 +154,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         loss_fn=sft_loss,
         group_by_length=not cfg.data.packing,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
-        callbacks=callbacks,
+        callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],
     )
     if state.is_main_process:
         write_manifest(
@@ -167,6 +167,21 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         )
         _report_end(result)
     return result
+
+
+def _generation_eval(cfg: SFTConfig, val_records: list[Any], run_dir: Path) -> list[Any]:
+    if cfg.data.eval_dataset != "general_qa":
+        return []
+    if not val_records:
+        from temper.errors import ConfigError
+
+        raise ConfigError(
+            "eval_dataset=general_qa needs a validation split, and there is none.",
+            hint="Add --val-size 0.1 (a fraction) or --val-size 50 (rows).",
+        )
+    from temper.training.gen_eval import GenerationEval
+
+    return [GenerationEval(val_records, cfg.data.system, run_dir)]
 
 
 def _base_for_manifest(base_name: str, ref: Any) -> str:

@@ -126,6 +126,7 @@ class TemperTrainer(Trainer):
         store.clear()
         if split == "train" and "loss" in logs:
             logs["tokens_per_second"] = round(self.meter.rate(), 2)
+            logs["tokens"] = self.meter.tokens  # cumulative non-padding tokens (all processes)
         super().log(logs, start_time)
 
 
