@@ -39,4 +39,11 @@ def embed_texts(model: str, texts: list[str]) -> Any:
     return _embed(model, texts)
 
 
-__all__ = ["SFTConfig", "__version__", "embed_texts", "load_model", "train_sft"]
+def serve(model: str, **kwargs: Any) -> Any:
+    """Run the OpenAI-compatible server (see temper.serving.app.serve for the options)."""
+    from temper.serving.app import serve as _serve
+
+    return _serve(model, **kwargs)
+
+
+__all__ = ["SFTConfig", "__version__", "embed_texts", "load_model", "serve", "train_sft"]

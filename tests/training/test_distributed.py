@@ -14,19 +14,24 @@ from temper.config import DistCfg
 from temper.runs import read_manifest, read_metrics
 from temper.training.launch import DEEPSPEED_PRESETS, deepspeed_config, torchrun_command, trainer_kwargs
 
-ROW = {
-    "messages": [
-        {"role": "user", "content": "Say the secret phrase."},
-        {"role": "assistant", "content": "The secret phrase is purple elephants dancing."},
-    ]
-}
+WORDS = ["purple", "elephants", "dancing", "quietly", "under", "seven", "green", "moons"]
+
+
+def row(i: int) -> dict[str, list[dict[str, str]]]:
+    phrase = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(1 + i % 5))
+    return {
+        "messages": [
+            {"role": "user", "content": f"Say secret phrase {i}."},
+            {"role": "assistant", "content": f"Secret phrase {i} is {phrase}."},
+        ]
+    }
 
 
 def run_sft(model: Path, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable, "-m", "temper", "sft", "--model", str(model), "--dataset", str(data),
         "--output-dir", str(out), "--max-length", "48", "--lr", "2e-3", "--bf16", "false", "--tuning", "full",
-        "--lr-scheduler-type", "constant", "--logging-steps", "1", "--num-threads", "1", *extra,
+        "--lr-scheduler-type", "constant", "--logging-steps", "1", "--num-threads", "1", "--packing", *extra,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -39,9 +44,10 @@ def losses(run: Path) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    # Identical rows make the batches independent of each sampler's shuffle, so the curves must agree.
+    # Distinct rows: accelerate shards the same seeded order across ranks, so 2 x 2 rows per step are the same
+    # 4 rows one process takes. Ranks see different rows, so the curves only agree if gradients are all-reduced.
     data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps(ROW) for _ in range(16)) + "\n")
+    data.write_text("\n".join(json.dumps(row(i)) for i in range(16)) + "\n")
     one = tmp_path / "one"
     run_sft(tiny_llama_dir, data, one, "--max-steps", "4", "--batch-size", "4")
     two = tmp_path / "two"

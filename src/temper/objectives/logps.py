@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from temper.objectives.sft import _unwrap
+from temper.objectives.sft import final_hidden_states, unwrap_model
 
 IGNORE_INDEX = -100
 
@@ -49,10 +49,9 @@ def forward_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     data the prompt is often longer than the reply, so applying it to the reply tokens alone saves much of the
     forward cost; `sequence_logps(model(...).logits, labels)` gives the same numbers (tested).
     """
-    lm = _unwrap(model)
     labels = batch["labels"]
-    kwargs = {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
-    hidden = lm.get_decoder()(**kwargs, use_cache=False).last_hidden_state
+    hidden = final_hidden_states(model, batch)  # through the wrapper's forward: DDP arms its hooks there
+    lm = unwrap_model(model)
     targets = labels[:, 1:]
     keep = targets.ne(IGNORE_INDEX)
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _unwrap(model: Any) -> Any:
+def unwrap_model(model: Any) -> Any:
     """The transformers model under peft/DDP wrappers (LoRA layers are injected in place, so they still run)."""
     inner = model
     while hasattr(inner, "module") and not hasattr(inner, "get_output_embeddings"):
@@ -25,6 +25,19 @@ def _unwrap(model: Any) -> Any:
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()  # peft
     return inner
+
+
+def final_hidden_states(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The last (normed) hidden states, computed through the model's own forward with no logits at all.
+
+    Going through `model(...)` rather than the decoder directly matters under DDP: the wrapper's forward is
+    what arms its gradient all-reduce hooks. An empty `logits_to_keep` makes the LM head compute nothing.
+    """
+    kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    no_logits = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
+    out = model(**kwargs, use_cache=False, logits_to_keep=no_logits, output_hidden_states=True)
+    hidden: torch.Tensor = out.hidden_states[-1]
+    return hidden
 
 
 def sft_loss(
@@ -35,14 +48,16 @@ def sft_loss(
     Normalised by `num_items_in_batch` (the label count of the whole accumulated batch, across processes)
     when the engine passes it, so that accumulation and multi-process runs weight every token equally.
     """
-    lm = _unwrap(model)
     labels = inputs["labels"]
-    backbone_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-    hidden = lm.get_decoder()(**backbone_kwargs, use_cache=False).last_hidden_state
+    hidden = final_hidden_states(model, inputs)
+    lm = unwrap_model(model)
     shift_labels = labels[:, 1:]
     keep = shift_labels.ne(-100)
     selected = hidden[:, :-1][keep]
     logits = lm.get_output_embeddings()(selected).float()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style models soft-cap inside their ForCausalLM.forward, whose head we do not use
+        logits = torch.tanh(logits / cap) * cap
     n_tokens = keep.sum()
     loss_sum = F.cross_entropy(logits, shift_labels[keep], reduction="sum")
     denom = num_items_in_batch if num_items_in_batch is not None else n_tokens.clamp(min=1)

@@ -243,9 +243,10 @@ def train(
         loss_fn=loss_fn,
         meter=meter,
     )
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(ProgressCallback)  # RichProgress shows the same, with tokens/s
+    trainer.remove_callback(PrinterCallback)  # added instead of the bar when tqdm is off; metrics.jsonl has it
     if trainer.is_world_process_zero():
         trim_metrics(run_dir / "metrics.jsonl", resume)
     out = trainer.train(resume_from_checkpoint=resume)
