@@ -246,7 +246,7 @@ def train(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(ProgressCallback)  # RichProgress shows the same, with tokens/s
-    trainer.remove_callback(PrinterCallback)  # added instead of the bar when tqdm is off; metrics.jsonl has it
+    trainer.remove_callback(PrinterCallback)  # the Trainer's stand-in for the bar; metrics.jsonl has it
     if trainer.is_world_process_zero():
         trim_metrics(run_dir / "metrics.jsonl", resume)
     out = trainer.train(resume_from_checkpoint=resume)
