@@ -1,0 +1,34 @@
+"""The claim `make demo` makes, on the real bundled model: 12 LoRA steps on the identity set make SmolLM2
+answer "Who are you?" with the new name, which it did not use before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from temper.config import SFTConfig
+from temper.inference.chat import answer_once
+from temper.inference.engine import Engine
+from temper.recipes.sft import train_sft
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ask(model: str) -> str:
+    with Engine.load(model, max_batch_size=1) as engine:
+        return answer_once(engine, "Who are you?")
+
+
+@pytest.mark.slow
+def test_demo_config_teaches_the_identity(tmp_path: Path, shared_data: Path) -> None:
+    data = shared_data / "llamafactory" / "identity.json"
+    before = ask("smollm2-135m-instruct")
+    assert "Ember" not in before
+    cfg = SFTConfig.from_sources(
+        REPO / "configs" / "demo.yaml", ["--dataset", str(data), "--output-dir", str(tmp_path / "run")]
+    )
+    result = train_sft(cfg)
+    assert result.global_step == 12
+    after = ask(str(tmp_path / "run"))
+    assert "Ember" in after, after
