@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def ask(model: str) -> str:
     with Engine.load(model, max_batch_size=1) as engine:
-        return answer_once(engine, "Who are you?")
+        # A run dir's own adapter is the engine's default (what `temper chat RUN` uses); None means the base.
+        return answer_once(engine, "Who are you?", adapter=engine.default_adapter)
 
 
 @pytest.mark.slow
