@@ -19,6 +19,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="which adapter answers: 'base' or an adapter name (default: the run dir's own adapter, if any)",
     )
+    add_load_arguments(parser)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dtype, --template and --threads: how any inference verb (chat, infer, serve) loads its model."""
     parser.add_argument(
         "--dtype",
         default="auto",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from temper.commands.infer import add_load_arguments
 from temper.errors import ConfigError
 
 HELP = "serve a model and its adapters over an OpenAI-compatible HTTP API (continuous batching)"
@@ -44,18 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=512,
         help="chat max_tokens when a request sets none (default: 512)",
     )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "bf16", "fp16", "fp32"],
-        help="weights dtype (default: auto)",
-    )
-    parser.add_argument(
-        "--template", default=None, help="chat template override: a built-in name (chatml) or a Jinja file"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    add_load_arguments(parser)
 
 
 def parse_adapters(items: Sequence[str]) -> dict[str, str]:

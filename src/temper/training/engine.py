@@ -252,7 +252,7 @@ def train(
     out = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(out.metrics)
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(final_eval(trainer, out.global_step))
     if save_model and trainer.is_world_process_zero():
         trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
         tokenizer.save_pretrained(run_dir)
@@ -268,6 +268,21 @@ def train(
         peak_rss_mb=peak_rss_mb(),
         resumed_from=resume,
     )
+
+
+def final_eval(trainer: Any, step: int) -> dict[str, float]:
+    """Eval metrics of the final model, reusing the evaluation of the last step when there was one.
+
+    Not with load_best_model_at_end: the final model is then the best checkpoint, not the last step's.
+    """
+    if not trainer.args.load_best_model_at_end:
+        for row in reversed(trainer.state.log_history):
+            if "eval_loss" in row:
+                if row.get("step") == step:
+                    return {k: v for k, v in row.items() if k.startswith("eval_")}
+                break
+    metrics: dict[str, float] = trainer.evaluate()
+    return metrics
 
 
 def trim_metrics(path: Path, resume: str | None) -> None:
