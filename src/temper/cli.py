@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from temper.commands import (
+    board,
     chat,
     classify,
     data,
@@ -51,6 +52,7 @@ COMMANDS: dict[str, ModuleType] = {
     "repro": repro,
     "eval": eval_cmd,
     "export": export,
+    "board": board,
 }
 
 

@@ -13,7 +13,12 @@ class TemperError(Exception):
 
 
 class ConfigError(TemperError):
-    """A bad key or value in a YAML file or on the command line."""
+    """A bad key or value in a YAML file or on the command line; `key` names the field (the board shows the
+    message next to it)."""
+
+    def __init__(self, message: str, hint: str | None = None, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message, hint=hint)
 
 
 class DataError(TemperError):

@@ -103,6 +103,7 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
         raise ConfigError(
             f"{name}: got {value!r}, expected a value of type {getattr(inner, '__name__', inner)}.",
             hint=f"Fix `{name}` in the YAML file or pass --{name.replace('_', '-')} with a valid value.",
+            key=name,
         ) from None
     return value
 
@@ -113,7 +114,7 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     if value not in allowed:
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
         hint = f"Did you mean {close[0]!r}?" if close else f"Use one of: {', '.join(map(str, allowed))}."
-        raise ConfigError(f"{name}: got {value!r}, expected one of {allowed}.", hint=hint)
+        raise ConfigError(f"{name}: got {value!r}, expected one of {allowed}.", hint=hint, key=name)
 
 
 def check_range(name: str, value: float | None, lo: float | None = None, hi: float | None = None) -> None:
@@ -122,7 +123,7 @@ def check_range(name: str, value: float | None, lo: float | None = None, hi: flo
         return
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise ConfigError(f"{name}: got {value!r}, expected a number in {bounds}.")
+        raise ConfigError(f"{name}: got {value!r}, expected a number in {bounds}.", key=name)
 
 
 class ComposedConfig:
@@ -165,7 +166,7 @@ class ComposedConfig:
                     if close
                     else "See --help for every key."
                 )
-                raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint)
+                raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value)
         sections = {attr: sec(**per_section[attr]) for attr, sec in cls.SECTIONS.items()}  # type: ignore[attr-defined]

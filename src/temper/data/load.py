@@ -79,6 +79,19 @@ def load_records(
     return [r for item in loaded for r in item.records]
 
 
+def load_config_records(data: Any, seed: int, converters: Mapping[str, Format] = FORMATS) -> list[Record]:
+    """The records a recipe trains on, from its data config (dataset, dataset_dir, format, name/author)."""
+    return load_records(
+        data.dataset,
+        dataset_dir=data.dataset_dir,
+        format=data.format,
+        model_name=data.model_name,
+        model_author=data.model_author,
+        seed=seed,
+        converters=converters,
+    )
+
+
 def load_datasets(
     datasets: Sequence[str],
     *,

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 
 from temper.config.preference import NEEDS_REFERENCE, PrefCfg, PreferenceConfig
-from temper.data.load import load_records, split_validation
+from temper.data.load import load_config_records, split_validation
 from temper.data.pref_formats import PREFERENCE_FORMATS
 from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import prepare_tokenizer
@@ -171,15 +171,7 @@ def start_run(cfg: PreferenceConfig) -> Path:
 
 
 def load_split(cfg: PreferenceConfig, converters: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
-    records = load_records(
-        cfg.data.dataset,
-        dataset_dir=cfg.data.dataset_dir,
-        format=cfg.data.format,
-        model_name=cfg.data.model_name,
-        model_author=cfg.data.model_author,
-        seed=cfg.train.seed,
-        converters=converters,
-    )
+    records = load_config_records(cfg.data, cfg.train.seed, converters)
     return split_validation(records, cfg.data.val_size, cfg.train.seed)
 
 

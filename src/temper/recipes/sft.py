@@ -26,7 +26,7 @@ from temper.data.collate import (
     pack_samples,
     padding_ratio,
 )
-from temper.data.load import load_records, split_validation
+from temper.data.load import load_config_records, split_validation
 from temper.data.templates import prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.models.load import load_causal_lm, pick_dtype, resolve
@@ -62,14 +62,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         torch.set_num_threads(cfg.train.num_threads)
 
     # 1. Data: every row becomes a ChatExample/TextExample, or we stop with every problem listed.
-    records = load_records(
-        cfg.data.dataset,
-        dataset_dir=cfg.data.dataset_dir,
-        format=cfg.data.format,
-        model_name=cfg.data.model_name,
-        model_author=cfg.data.model_author,
-        seed=cfg.train.seed,
-    )
+    records = load_config_records(cfg.data, cfg.train.seed)
     train_records, val_records = split_validation(records, cfg.data.val_size, cfg.train.seed)
 
     # 2. Model and tokenizer. LoRA keeps the frozen base in bf16 when bf16 is on (the adapters stay fp32,
@@ -219,10 +212,17 @@ def _summary(result: TrainResult) -> dict[str, Any]:
         "tokens_per_second": round(result.tokens_per_second, 2),
         "peak_rss_mb": round(result.peak_rss_mb, 1),
         "metrics": result.metrics,
+        "stopped_at": result.stopped_at,  # not None: stopped early by a signal; `--resume auto` continues
     }
 
 
 def _report_end(result: TrainResult) -> None:
+    if result.stopped_at is not None:
+        console.print(
+            f"[bold yellow]stopped[/] at step {result.stopped_at}; checkpoint saved. "
+            f"Continue with: --output-dir {result.run_dir} --resume auto"
+        )
+        return
     console.print(
         f"[bold green]done[/] {result.global_step} steps, train loss {result.train_loss:.4f}, "
         f"{result.tokens_per_second:.0f} tokens/s, peak RSS {result.peak_rss_mb:.0f} MB\n"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -131,7 +133,14 @@ class MetricsLog(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero or not logs:
             return
-        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+        # max_steps lets a reader (the board) show progress and an ETA from this file alone.
+        row = {
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "epoch": state.epoch,
+            "time": time.time(),
+            **logs,
+        }
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=float) + "\n")
@@ -158,6 +167,53 @@ class CheckpointMarker(TrainerCallback):
         ckpt = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             (ckpt / "temper_complete").write_text(str(state.global_step))
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM or a first Ctrl-C stops training after the current step, with a checkpoint saved first.
+
+    `temper board`'s stop button sends SIGTERM; `--resume auto` then continues from that checkpoint. A second
+    Ctrl-C aborts at once (the default handler is back after the first). Only for single-process runs: in a
+    multi-process run the ranks could see the signal at different steps and stop out of step, so there the
+    default handlers stay and resuming uses the last periodic checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.fired_at: int | None = None  # the step training stopped at because of a signal
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        print(
+            f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
+            "(resume with --resume auto; Ctrl-C again aborts without saving)",
+            flush=True,
+        )
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if args.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.requested and self.fired_at is None:
+            self.fired_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def plot_metrics(metrics_path: Path, out_png: Path) -> None:

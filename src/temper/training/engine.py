@@ -28,7 +28,14 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from temper.config.sections import TrainCfg
 from temper.models.load import bf16_supported
-from temper.training.callbacks import CheckpointMarker, MetricsLog, RichProgress, TokenMeter, plot_metrics
+from temper.training.callbacks import (
+    CheckpointMarker,
+    MetricsLog,
+    RichProgress,
+    StopOnSignal,
+    TokenMeter,
+    plot_metrics,
+)
 from temper.training.checkpoint import find_resume_checkpoint
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -44,6 +51,7 @@ class TrainResult:
     tokens: int = 0
     peak_rss_mb: float = 0.0
     resumed_from: str | None = None
+    stopped_at: int | None = None  # set when a signal (the board's stop, Ctrl-C) ended training early
 
 
 class TemperTrainer(Trainer):
@@ -223,10 +231,12 @@ def train(
         extra_args,
     )
     meter = TokenMeter()
+    stopper = StopOnSignal()
     cbs: list[TrainerCallback] = [
         RichProgress(meter),
         MetricsLog(run_dir, meter),
         CheckpointMarker(),
+        stopper,
         *callbacks,
     ]
     if cfg.early_stopping_patience and eval_dataset is not None:
@@ -251,7 +261,7 @@ def train(
         trim_metrics(run_dir / "metrics.jsonl", resume)
     out = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(out.metrics)
-    if eval_dataset is not None:
+    if eval_dataset is not None and stopper.fired_at is None:  # a stopped run should stop quickly
         metrics.update(final_eval(trainer, out.global_step))
     if save_model and trainer.is_world_process_zero():
         trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
@@ -267,6 +277,7 @@ def train(
         tokens=meter.tokens,
         peak_rss_mb=peak_rss_mb(),
         resumed_from=resume,
+        stopped_at=stopper.fired_at,
     )
 
 

@@ -1,0 +1,1 @@
+"""temper board: the web UI (see app.py)."""
