@@ -214,3 +214,22 @@ def test_eval_and_export_jobs_from_the_board(board: Board, tiny_llama_dir: Path)
     assert [j["state"] for j in detail["jobs"]] == ["done", "done"], detail["jobs"]
     assert detail["evals"] and detail["evals"][0]["dataset"] == "ppl" and detail["evals"][0]["rows"]
     assert (board.runs / "small-merged" / "model.safetensors").exists()
+
+
+def test_llamafactory_dataset_dirs_are_listed_and_previewed(board: Board, tiny_llama_dir: Path) -> None:
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    entry = {
+        "file_name": "identity.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages"},
+        "tags": tags,
+    }
+    (board.data / "dataset_info.json").write_text(json.dumps({"ident": entry}))
+    with board.client() as c:
+        info = c.get("/api/info").json()
+        assert info["dataset_infos"]["ident"] == str(board.data)
+        assert str(board.data / "identity.json") in info["data_files"]
+        form = _form(tiny_llama_dir, Path("ident"), dataset_dir=str(board.data))
+        r = c.post("/api/preview", json=form)
+        assert r.status_code == 200, r.text
+        assert "--dataset-dir" in r.json()["command"] and len(r.json()["rows"]) == 3

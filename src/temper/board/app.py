@@ -110,6 +110,7 @@ def create_app(
             "methods": form_spec(),
             "models": catalog.list_models(root),
             "data_files": catalog.list_data_files(data_roots),
+            "dataset_infos": catalog.list_dataset_infos(data_roots),
         }
 
     @app.post("/api/upload")

@@ -199,3 +199,14 @@ def save_upload(src: IO[bytes], filename: str, folder: Path, limit: int) -> Path
             out.write(chunk)
     tmp.replace(dest)
     return dest
+
+
+def list_dataset_infos(roots: list[Path]) -> dict[str, str]:
+    """LLaMA-Factory dataset names -> their folder, from dataset_info.json files in (or one below) the roots."""
+    names: dict[str, str] = {}
+    for root in roots:
+        for info in [root / "dataset_info.json", *sorted(root.glob("*/dataset_info.json"))]:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                for name in json.loads(info.read_text()):
+                    names.setdefault(str(name), str(info.parent))
+    return names

@@ -36,7 +36,7 @@ TRAINING = ("tuning", "lora_rank", "learning_rate", "num_train_epochs", "max_ste
 
 # Plain dict registry: the methods the board launches, with their main options.
 METHODS: dict[str, Method] = {
-    "sft": Method("sft", ("model", "dataset", "template", *TRAINING), "dataset"),
+    "sft": Method("sft", ("model", "dataset", "dataset_dir", "template", *TRAINING), "dataset"),
     "dpo": Method("dpo", ("model", "dataset", "beta", "loss_type", "rpo_alpha", *TRAINING), "dataset"),
     "kto": Method(
         "kto", ("model", "dataset", "beta", "desirable_weight", "undesirable_weight", *TRAINING), "dataset"

@@ -164,7 +164,8 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
     result = run(train_cfg, run_dir, save=True, cbs=callbacks)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval_")}
     write_json_atomic(run_dir / "eval_results.json", metrics)
-    write_manifest(run_dir, "classify", base, weights, **extra, result=metrics, hpo=bool(trials))
+    done = {**metrics, "stopped_at": result.stopped_at}  # stopped_at: stopped early by a signal (resumable)
+    write_manifest(run_dir, "classify", base, weights, **extra, result=done, hpo=bool(trials))
     print_metrics(metrics)
     seconds = time.perf_counter() - start
     return ClassifyResult(run_dir, metrics, names, problem_type, result, trials, seconds)

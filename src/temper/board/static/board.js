@@ -435,8 +435,15 @@ async function init() {
     for (const v of items) dl.appendChild(new Option(v));
     document.body.appendChild(dl);
   }
+  for (const [name, dir] of Object.entries(state.info.dataset_infos || {}))
+    $("#data-list").appendChild(new Option(name, name)).label = `${name} (dataset_info.json in ${dir})`;
   $("#method").onchange = buildForm;
-  $("#fields").addEventListener("input", scheduleValidate);
+  $("#fields").addEventListener("input", (ev) => {
+    // A LLaMA-Factory dataset name needs its folder: fill dataset_dir when it is empty.
+    const dir = state.info.dataset_infos?.[ev.target.value.trim()];
+    if (ev.target.name === "dataset" && dir && $("#f-dataset_dir") && !$("#f-dataset_dir").value) $("#f-dataset_dir").value = dir;
+    scheduleValidate();
+  });
   $("#run-name").addEventListener("input", scheduleValidate);
   $("#extra").addEventListener("input", scheduleValidate);
   $("#preview-btn").onclick = previewData;
