@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,6 +66,8 @@ def create_app(
     engines = ChatEngines(root)
     app = FastAPI(title="temper board", docs_url=None, redoc_url=None)
     device = device_line()
+    # The first preview would otherwise pay for importing transformers' tokenizers (seconds on a busy CPU).
+    threading.Thread(target=_warm_imports, daemon=True).start()
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -258,6 +261,12 @@ def create_app(
         engines.close()
 
     return app
+
+
+def _warm_imports() -> None:
+    import temper.board.preview  # noqa: F401
+    import temper.data.templates  # noqa: F401
+    import temper.models.load  # noqa: F401
 
 
 def _launch_from(body: dict[str, Any], root: Path) -> Any:

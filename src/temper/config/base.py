@@ -258,7 +258,9 @@ def add_help_arguments(parser: argparse.ArgumentParser, cls: type[ComposedConfig
             flags = [f"--{f.name.replace('_', '-')}"] + [
                 f"--{a.replace('_', '-')}" for a in reverse.get(f.name, [])
             ]
-            help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+            text = f.metadata.get("help", "")
+            # Help that already explains its default ("(default: the task's dev set)") keeps that wording.
+            help_text = (text if "(default:" in text else f"{text} (default: {default!r})").replace("%", "%%")
             group.add_argument(
                 *flags,
                 dest=f"_doc_{f.name}",
