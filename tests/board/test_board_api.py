@@ -233,3 +233,32 @@ def test_llamafactory_dataset_dirs_are_listed_and_previewed(board: Board, tiny_l
         r = c.post("/api/preview", json=form)
         assert r.status_code == 200, r.text
         assert "--dataset-dir" in r.json()["command"] and len(r.json()["rows"]) == 3
+
+
+def test_a_training_survives_a_board_restart_and_can_still_be_stopped(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    first = start_board(tmp_path)
+    form = _form(tiny_llama_dir, first.data / "identity.json", max_steps="5000")
+    form["extra"] = "logging_steps: 1\nnum_threads: 1"
+    with first.client() as c:
+        assert c.post("/api/runs", json=form).status_code == 200
+        wait_for(lambda: (c.get("/api/runs/r1").json()["step"] or 0) >= 2, timeout=180, what="training steps")
+    first.proc.terminate()  # the board goes away; the training (its own session) goes on
+    first.proc.wait(timeout=20)
+    second = start_board(tmp_path)
+    try:
+        with second.client() as c:
+            runs = {r["name"]: r for r in c.get("/api/runs").json()}
+            assert runs["r1"]["status"] == "running" and runs["r1"]["launched_by"] == "board"
+            before = runs["r1"]["step"]
+            wait_for(lambda: c.get("/api/runs/r1").json()["step"] > before, timeout=120, what="progress")
+            assert c.post("/api/runs/r1/stop").status_code == 200
+            detail = wait_for(
+                lambda: (d := c.get("/api/runs/r1").json())["status"] == "stopped" and d,
+                timeout=120,
+                what="stop",
+            )
+        assert detail["manifest"]["result"]["stopped_at"] == int(detail["checkpoints"][-1].split("-")[1])
+    finally:
+        stop_board(second)
