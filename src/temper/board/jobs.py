@@ -52,10 +52,11 @@ class Job:
             return False
         except PermissionError:
             return True
-        # A zombie (our exited child not reaped yet) still answers signal 0; /proc tells.
+        # A zombie still answers signal 0. Ours stays one until `_wait` has recorded its exit code (it waits
+        # with WNOWAIT), so a zombie without a code is still "running", never "lost".
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{self.pid}/stat").read_text()
-            return stat.rsplit(")", 1)[1].split()[0] != "Z"
+            return stat.rsplit(")", 1)[1].split()[0] != "Z" or self.returncode is None
         return True
 
     def state(self) -> str:
@@ -137,11 +138,15 @@ class Jobs:
         return job
 
     def _wait(self, job: Job, proc: subprocess.Popen[bytes]) -> None:
-        code = proc.wait()
+        # Record the exit code before reaping: a reaped child with no code yet would read as "lost".
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        killed = info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+        code = (-info.si_status if killed else info.si_status) if info is not None else None
         with self.lock:
             job.returncode, job.ended = code, time.time()
             self.procs.pop(job.id, None)
             self._save(job)
+        proc.wait()
 
     def stop(self, job: Job, force: bool = False) -> None:
         """SIGTERM: the trainer saves a checkpoint after the current step and exits; force: kill at once."""

@@ -54,7 +54,8 @@ def forward_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     lm = unwrap_model(model)
     targets = labels[:, 1:]
     keep = targets.ne(IGNORE_INDEX)
-    logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    head = lm.get_output_embeddings()
+    logits = head(hidden[:, :-1][keep].to(head.weight.dtype)).float()  # bf16 base + fp32 outputs: see sft.py
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if cap:  # Gemma-style models soft-cap the logits inside their ForCausalLM.forward, which we bypass
         logits = torch.tanh(logits / cap) * cap

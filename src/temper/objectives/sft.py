@@ -53,8 +53,11 @@ def sft_loss(
     lm = unwrap_model(model)
     shift_labels = labels[:, 1:]
     keep = shift_labels.ne(-100)
-    selected = hidden[:, :-1][keep]
-    logits = lm.get_output_embeddings()(selected).float()
+    head = lm.get_output_embeddings()
+    # Mixed precision hands back fp32 outputs (accelerate wraps the forward) while a LoRA run keeps its frozen
+    # base, head included, in bf16: feed the head its own dtype, then take the loss in fp32.
+    selected = hidden[:, :-1][keep].to(head.weight.dtype)
+    logits = head(selected).float()
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if cap:  # Gemma-style models soft-cap inside their ForCausalLM.forward, whose head we do not use
         logits = torch.tanh(logits / cap) * cap
