@@ -11,7 +11,7 @@ STAMP := $(VENV)/.temper-installed
 TEST_STAMP := $(VENV)/.temper-test-installed
 DEEPSPEED_PIN ?= deepspeed==0.19.8
 
-.PHONY: setup demo test test-fast lint typecheck bench clean
+.PHONY: setup demo test test-fast lint typecheck bench llama-cpp clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,13 @@ test: $(TEST_STAMP) lint typecheck
 
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# Opt-in: llama-cpp-python compiles llama.cpp from PyPI's sdist (10-17 min on 2 cores), which turns on
+# tests/export/test_llama_cpp*.py and the llama.cpp rows of bench/export.py. Not part of `make test`.
+llama-cpp: $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36"
 
 bench: $(STAMP)
 	$(BIN)/python bench/sft.py

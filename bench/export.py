@@ -6,7 +6,8 @@ Variants: the fp32 HF model, temper's int8 export (weight-only, `load_int8`), an
 back through transformers (dequantized to float, so their tokens/s is the fp32 speed and only their size and
 perplexity say something). When llama-cpp-python is importable by --llama-cpp-python (a separate venv; see
 docs/export.md) the GGUF files also run in llama.cpp for real quantized tokens/s and greedy tokens.
-Every variant's greedy tokens are compared with fp32's (matching prefix of --new-tokens, per prompt).
+Speed is over exactly --new-tokens per prompt; the match column compares each variant's own greedy answer
+(ending at its EOS, as a user sees it) with fp32's: matching tokens / fp32's answer length, per prompt.
 Writes bench/results/export.json and prints a table.
 """
 
@@ -52,12 +53,19 @@ def chat_prompts(tok: Any) -> list[str]:
 
 
 def tokens_per_s(model: Any, tok: Any, prompts: list[str], n: int) -> tuple[float, list[list[int]]]:
+    """Speed over exactly n tokens per prompt; the tokens returned are the model's own answers (EOS allowed)."""
     from temper.export.parity import greedy_tokens
 
     greedy_tokens(model, tok, prompts[:1], 2)  # warm-up
     start = time.perf_counter()
-    tokens = greedy_tokens(model, tok, prompts, n)
-    return len(prompts) * n / (time.perf_counter() - start), tokens
+    greedy_tokens(model, tok, prompts, n)
+    speed = len(prompts) * n / (time.perf_counter() - start)
+    return speed, greedy_tokens(model, tok, prompts, n, stop_at_eos=True)
+
+
+def cut_at_eos(tokens: list[list[int]], eos: set[int]) -> list[list[int]]:
+    """llama.cpp's loop does not stop at EOS; its answer is what comes up to and including the first one."""
+    return [t[: next((i + 1 for i, x in enumerate(t) if x in eos), len(t))] for t in tokens]
 
 
 def llama_cpp_row(python: str, gguf: Path, prompts: list[str], n: int, threads: int) -> dict[str, Any] | None:
@@ -133,6 +141,8 @@ def run_variants(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         rows.append(measure(f"gguf {qtype}", "transformers (dequantized)", model, tok, size, prompts, n))
         cpp = llama_cpp_row(args.llama_cpp_python, path, prompts, n, args.threads)
         if cpp:
+            eos = src.model.generation_config.eos_token_id
+            cpp["tokens"] = cut_at_eos(cpp["tokens"], set(eos if isinstance(eos, list) else [eos]))
             rows.append(
                 {
                     "variant": f"gguf {qtype}",
@@ -154,13 +164,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--gguf", default="f16,q8_0,q4_0")
-    ap.add_argument("--llama-cpp-python", default="/work/peers/llamacpp-venv/bin/python")
+    ap.add_argument("--llama-cpp-python", default=sys.executable, help="interpreter with llama_cpp")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = run_variants(args, Path(tempfile.mkdtemp(prefix="temper-export-bench-")))
     ref = rows[0]["tokens"]
     for row in rows:
-        row["greedy_prefix_match"] = compare_token_lists(ref, row.pop("tokens"))["prefix_match"]
+        row["answer_tokens"] = row.pop("tokens")
+        row["greedy_prefix_match"] = compare_token_lists(ref, row["answer_tokens"])["prefix_match"]
     report = {
         "source": args.source,
         "threads": args.threads,
@@ -172,13 +183,15 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(
-        f"\n{'variant':14s} {'runtime':28s} {'size MB':>8s} {'tok/s':>7s} {'ppl':>7s}  greedy match vs fp32"
+        f"\n{'variant':14s} {'runtime':28s} {'size MB':>8s} {'tok/s':>7s} {'ppl':>7s}  "
+        "greedy answer tokens matching fp32's (answers end at EOS)"
     )
+    lengths = [len(t) for t in ref]
     for r in rows:
         ppl = f"{r['ppl']:.3f}" if r["ppl"] is not None else "-"
         print(
             f"{r['variant']:14s} {r['runtime']:28s} {r['size_mb']:8.1f} {r['tok_s']:7.1f} {ppl:>7s}  "
-            f"{r['greedy_prefix_match']} of {args.new_tokens}"
+            + ", ".join(f"{m}/{n}" for m, n in zip(r["greedy_prefix_match"], lengths, strict=True))
         )
     print(f"\nwrote {RESULTS}")
 

@@ -55,7 +55,7 @@ def test_quantized_types_load_back(
     assert info["tensor_types"]["F32"] == 5  # 2 x 2 layer norms + the final norm stay f32
     reader = gguf.GGUFReader(path)
     assert reader.fields["llama.context_length"].contents() == 512
-    assert reader.fields["tokenizer.ggml.pre"].contents() == "gpt2"
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "gpt-2"
     model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
     ids = src.tokenizer(prompts[0], return_tensors="pt").input_ids
     diff = max_logit_diff(src.model, model, ids)

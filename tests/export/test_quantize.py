@@ -72,3 +72,18 @@ def test_missing_quantization_runtimes_are_clear_errors(lora_run: Path, tmp_path
         check_quantization_backend("fp3")
     check_quantization_backend("int8")  # always available
     assert not (tmp_path / "hqq").exists() and not (tmp_path / "bnb").exists()
+
+
+def test_int8_linear_runs_on_a_weight_at_an_unaligned_address() -> None:
+    """Weights read from safetensors can start at any byte; the AVX-512 kernel segfaulted on those."""
+    n, k = 576, 576
+    buf = torch.empty(n * k + 1, dtype=torch.int8)
+    q = buf[1:].view(n, k)
+    q.copy_(torch.randint(-127, 128, (n, k), dtype=torch.int8))
+    assert q.data_ptr() % 64 != 0
+    scale = torch.rand(n) / 100
+    layer = Int8Linear(q, scale, None)
+    x = torch.randn(2, 8, k)
+    want = x @ (q.float() * scale[:, None]).t()
+    got = layer(x)
+    assert (got - want).abs().max() <= 0.02 * want.abs().max()

@@ -17,8 +17,14 @@ import torch
 
 
 @torch.no_grad()
-def greedy_tokens(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 16) -> list[list[int]]:
-    """New token ids per prompt; exactly `max_new_tokens` each (EOS does not stop it) so lengths compare."""
+def greedy_tokens(
+    model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 16, stop_at_eos: bool = False
+) -> list[list[int]]:
+    """New token ids per prompt; exactly `max_new_tokens` each (EOS banned until then) so lengths compare.
+
+    stop_at_eos: the model's own answer instead, ending with its EOS (or cut at `max_new_tokens`). Compare
+    other runtimes with this one: banning EOS pushes a model that wanted to stop into text it never chose.
+    """
     out = []
     for prompt in prompts:
         ids = tok(prompt, return_tensors="pt").input_ids
@@ -26,7 +32,7 @@ def greedy_tokens(model: Any, tok: Any, prompts: list[str], max_new_tokens: int 
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
+            min_new_tokens=None if stop_at_eos else max_new_tokens,
             do_sample=False,
             pad_token_id=tok.pad_token_id,
         )

@@ -101,7 +101,9 @@ class Int8Linear(torch.nn.Module):
     ):
         super().__init__()
         self.in_features, self.out_features = int(q.shape[1]), int(q.shape[0])
-        self.register_buffer("weight_int8", q.to(torch.int8).contiguous())
+        # A fresh copy: tensors read from safetensors can sit at any byte offset of the file's mapping, and
+        # torch's AVX-512 int8 kernel reads its weight with aligned loads (it segfaults on an unaligned one).
+        self.register_buffer("weight_int8", q.to(torch.int8).contiguous().clone())
         self.register_buffer("weight_scale", scale.float().contiguous())
         self.bias = torch.nn.Parameter(bias.float(), requires_grad=False) if bias is not None else None
         self.dequantize = dequantize or not hasattr(torch, "_weight_int8pack_mm")
