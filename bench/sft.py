@@ -50,7 +50,9 @@ REPO = BENCH.parent
 DATA = REPO.parent / "shared" / "data" / "llamafactory" / "alpaca_en_demo.json"
 PEERS = Path("/work/peers")
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's own default
-TOOLS = ("plain", "llamafactory", "swift", "temper")
+TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile")
+# temper-compile: temper with the CPU speed options on (eager attention + regional torch.compile); its first
+# step pays the compile, which the timed window (steps 2..N) leaves out and the "total s" column keeps.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--swift-venv", type=Path, default=PEERS / "swift-venv")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/temper-bench-sft"), help="run dirs and logs")
     p.add_argument("--out", type=Path, default=BENCH / "results" / "sft.json")
+    p.add_argument(
+        "--heldout", type=int, default=40, help="alpaca rows after the training rows for held-out loss"
+    )
     p.add_argument(
         "--merge", action="store_true", help="keep rows of --out that this invocation does not rerun"
     )
@@ -103,7 +108,7 @@ def swift_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype: 
     bf16 = dtype == "bf16"
     return [
         str(a.swift_venv / "bin" / "swift"), "sft", *args, "--model", str(model), "--dataset",
-        str(data / "rows.json"), "--output_dir", str(out), "--max_steps", str(a.steps),
+        str(data / "rows.json"), "--output_dir", str(out), "--max_steps", str(a.steps), "--save_steps", str(a.steps),
         "--max_length", str(a.max_length), "--per_device_train_batch_size", str(a.batch_size),
         "--gradient_accumulation_steps", str(a.grad_accum), "--system", SYSTEM,
         "--torch_dtype", "bfloat16" if bf16 else "float32", "--bf16", str(bf16).lower(),
@@ -121,12 +126,23 @@ def temper_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype:
     ]  # fmt: skip
 
 
+def temper_compile_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype: str) -> list[str]:
+    return [
+        *temper_cmd(a, model, data, out, dtype),
+        "--attn-implementation",
+        "eager",
+        "--torch-compile",
+        "true",
+    ]
+
+
 def installed(a: argparse.Namespace, tool: str) -> str | None:
     """None when `tool` can run, else why not."""
     exe = {
         "llamafactory": a.lf_venv / "bin" / "llamafactory-cli",
         "swift": a.swift_venv / "bin" / "swift",
         "temper": Path(sys.executable).parent / "temper",
+        "temper-compile": Path(sys.executable).parent / "temper",
     }.get(tool)
     return None if exe is None or exe.exists() else f"not installed ({exe} missing; see bench/README.md)"
 
@@ -136,6 +152,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Path, Path, str], list[s
     "llamafactory": llamafactory_cmd,
     "swift": swift_cmd,
     "temper": temper_cmd,
+    "temper-compile": temper_compile_cmd,
 }
 
 # ---------------------------------------------------------------- reading each tool's per-step logs
@@ -298,7 +315,7 @@ def run_one(a: argparse.Namespace, tool: str, dtype: str, model: Path, data: Pat
         row["error"] = f"exit code {run.returncode}; last lines: {tail}"
         return row
     try:
-        steps = temper_steps(out, run) if tool == "temper" else trainer_steps(out, run)
+        steps = temper_steps(out, run) if tool.startswith("temper") else trainer_steps(out, run)
         if tool == "swift":
             file_order_tokens(steps, a.row_lengths, a.batch_size * a.grad_accum)
             row["tokens_note"] = (
@@ -347,8 +364,30 @@ def main(argv: list[str] | None = None) -> int:
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()
             report(a, ceil, results)
+    if a.heldout:
+        add_held_out_losses(a, model, results)
     report(a, ceil, results)
     return 0
+
+
+def add_held_out_losses(a: argparse.Namespace, model: Path, results: dict) -> None:
+    """Each finished run's adapter scored on the same unseen rows (see sft_heldout.py)."""
+    from sft_heldout import find_adapter, held_out_losses
+
+    adapters = {}
+    for (tool, dtype), row in results.items():
+        found = find_adapter(a.work_dir / f"{tool}-{dtype}") if not row.get("error") else None
+        if found is not None:
+            adapters[f"{tool}-{dtype}"] = found
+    rows = json.loads(DATA.read_text(encoding="utf-8"))[a.rows : a.rows + a.heldout]
+    print(f"[bench] held-out loss of {len(adapters)} adapters on {len(rows)} unseen rows...", flush=True)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    losses = held_out_losses(model, rows, adapters, SYSTEM, a.max_length, a.work_dir)
+    for (tool, dtype), row in results.items():
+        row["heldout_loss"] = losses.get(f"{tool}-{dtype}")
+        row["heldout_base_loss"] = losses["base"]
 
 
 def report(a: argparse.Namespace, ceil: dict, results: dict) -> None:
@@ -379,7 +418,9 @@ def report(a: argparse.Namespace, ceil: dict, results: dict) -> None:
     write_json(a.out, doc)
     table = [
         [r["tool"], r["dtype"], r.get("tokens_per_s"), r.get("tokens_per_s_own_cores"), r.get("s_per_step"),
-         r.get("peak_rss_mb"), r.get("final_loss"), r.get("mean_loss"), r.get("mfu"), r.get("window_cpu_share"),
+         r.get("peak_rss_mb"), r.get("final_loss"), r.get("mean_loss"), r.get("heldout_loss"), r.get("mfu"),
+         r.get("wall_s"),
+         r.get("window_cpu_share"),
          (r.get("load_before") or {}).get("loadavg_1m"), (r.get("error") or "")[:50]]
         for r in rows
     ]  # fmt: skip
@@ -388,22 +429,26 @@ def report(a: argparse.Namespace, ceil: dict, results: dict) -> None:
         f"{a.threads} thread(s) each. Matmul ceiling per own core: fp32 {ff:.1f}, bf16 {fb:.1f} GFLOP/s. "
         "tok/s: non-padding tokens, steps 2..N, wall clock; own-core: per CPU-second x threads. "
         "MFU = 6N x own-core tok/s / ceiling. "
-        + "; ".join(f"temper/best peer {d}: {x:.2f}x" for d, x in doc["temper_vs_best_peer"].items())
+        + "total s: the whole process, start-up and compiling included. "
+        + "; ".join(f"{k}/best peer: {x:.2f}x" for k, x in doc["temper_vs_best_peer"].items())
     )
     cols = ["tool", "dtype", "tok/s", "tok/s own core", "s/step", "peak RSS MB", "final loss", "mean loss",
-            "MFU", "cpu share", "load 1m", "note"]  # fmt: skip
+            "held-out loss", "MFU", "total s", "cpu share", "load 1m", "note"]  # fmt: skip
     print_table(f"LoRA SFT: {a.rows} rows, {a.steps} steps", cols, table, caption=cap)
 
 
 def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """temper's own-core tokens/s over the best of LLaMA-Factory, ms-swift and the plain script, per dtype."""
+    """Each temper row's own-core tokens/s over the best of LLaMA-Factory, ms-swift and the plain script, per
+    dtype; keys like "temper bf16" and "temper-compile bf16"."""
     out = {}
+    key = "tokens_per_s_own_cores"
     for dtype in ("fp32", "bf16"):
-        key = "tokens_per_s_own_cores"
-        mine = [r[key] for r in rows if r["dtype"] == dtype and r["tool"] == "temper" and r.get(key)]
-        peers = [r[key] for r in rows if r["dtype"] == dtype and r["tool"] != "temper" and r.get(key)]
-        if mine and peers:
-            out[dtype] = round(mine[0] / max(peers), 2)
+        peers = [
+            r[key] for r in rows if r["dtype"] == dtype and not r["tool"].startswith("temper") and r.get(key)
+        ]
+        for r in rows:
+            if r["dtype"] == dtype and r["tool"].startswith("temper") and r.get(key) and peers:
+                out[f"{r['tool']} {dtype}"] = round(r[key] / max(peers), 2)
     return out
 
 

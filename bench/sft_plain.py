@@ -53,7 +53,6 @@ def encode(tok: Any, row: dict[str, str], max_length: int) -> dict[str, list[int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     tok = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
     rows = json.loads(Path(args.data).read_text(encoding="utf-8"))
-    train = Dataset.from_list([encode(tok, r, args.max_length) for r in rows])
+    train = [encode(tok, r, args.max_length) for r in rows]  # a list is a map-style dataset to the Trainer
 
     bf16 = args.dtype == "bf16"
     model = AutoModelForCausalLM.from_pretrained(

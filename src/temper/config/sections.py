@@ -93,6 +93,11 @@ class TrainCfg:
     seed: int = field(42, help="seed for data sampling, init and shuffling")
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
+    torch_compile: bool = field(
+        False,
+        help="torch.compile each decoder block (regional: one compile serves all blocks); faster steps after "
+        "~30-80 s of compiling at the start; needs a C++ compiler on CPU",
+    )
     logging_steps: int = field(1, help="log every N steps")
     eval_steps: int | None = field(
         None, help="evaluate every N steps (default: once per epoch when a val split exists)"

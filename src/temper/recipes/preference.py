@@ -279,8 +279,8 @@ def encode_split(
 
 def report_data(stats: Mapping[str, Any], train_rows: list[Any], val_rows: list[Any]) -> None:
     console.print(
-        f"[bold]data[/] {stats['n_rows']} rows -> {len(train_rows)} train / {len(val_rows)} val; "
-        f"truncated {stats['n_truncated']}, dropped {stats['n_dropped']}"
+        f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val rows; of the {stats['n_rows']} train "
+        f"rows, truncated {stats['n_truncated']}, dropped {stats['n_dropped']}"
     )
 
 

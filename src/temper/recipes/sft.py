@@ -197,9 +197,10 @@ def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], c
     )
     ratio = padding_ratio(batches_of(lengths, order, bs))
     msg = (
-        f"[bold]data[/] {stats['n_rows']} rows -> {len(train_rows)} train / {len(val_rows)} val "
-        f"{'packed rows' if cfg.data.packing else 'samples'}; truncated {stats['n_truncated']}, "
-        f"dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); padding {100 * ratio:.1f}%"
+        f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val "
+        f"{'packed rows' if cfg.data.packing else 'samples'}; of the {stats['n_rows']} train rows, truncated "
+        f"{stats['n_truncated']}, dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); "
+        f"padding {100 * ratio:.1f}%"
     )
     return msg
 

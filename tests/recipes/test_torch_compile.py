@@ -1,0 +1,55 @@
+"""--torch-compile: regional compilation trains the same curve and saves the same files; no compiler, a clear
+error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from temper.errors import ConfigError
+from temper.recipes.sft import train_sft
+from temper.runs import read_metrics
+from test_sft_recipe import make_cfg, write_rows
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    common = ("--max-steps", "4", "--lora-rank", "8", "--attn-implementation", "eager", "--num-threads", "1")
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "eager", *common))
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "compiled", *common, "--torch-compile", "true"))
+    want = [r["loss"] for r in read_metrics(tmp_path / "eager") if "loss" in r]
+    got = [r["loss"] for r in read_metrics(tmp_path / "compiled") if "loss" in r]
+    assert len(got) == len(want) == 4
+    assert got == pytest.approx(want, rel=1e-3), (got, want)
+    assert want[-1] < want[0]
+    keys = {}
+    for run in ("eager", "compiled"):
+        with safe_open(str(tmp_path / run / "adapter_model.safetensors"), "pt") as f:
+            keys[run] = set(f.keys())
+    assert keys["compiled"] == keys["eager"]  # in-place compile: no `_orig_mod.` in the saved names
+
+
+def test_torch_compile_without_a_compiler_is_a_config_error(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_rows(tmp_path / "rows.jsonl", n=4)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a real PATH with no c++/g++ on it
+    cfg = make_cfg(tiny_llama_dir, data, tmp_path / "out", "--max-steps", "1", "--torch-compile", "true")
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler") as err:
+        train_sft(cfg)
+    assert err.value.key == "torch_compile"
+
+
+def test_compile_blocks_compiles_each_decoder_layer_in_place(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from temper.training.engine import compile_blocks
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, local_files_only=True)
+    names = set(model.state_dict())
+    assert compile_blocks(model) == model.config.num_hidden_layers
+    assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
+    assert set(model.state_dict()) == names
