@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from test_sft_recipe import make_cfg, write_rows
 
 from temper.errors import ConfigError
 from temper.recipes.sft import train_sft
 from temper.runs import read_metrics
-from test_sft_recipe import make_cfg, write_rows
 
 
 @pytest.mark.slow
