@@ -271,8 +271,16 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--levels", default="1,4,16", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dtype", default="fp32", choices=["auto", "bf16", "fp32"])
+    # One torch thread by default: the clients and the HTTP servers run on the same small machine, and a torch
+    # team as wide as the machine stalls at every barrier when they take a core (docs/serving.md).
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--dtype",
+        default="native",
+        choices=["native", "auto", "bf16", "fp32"],
+        help="native: bf16 where the CPU/GPU runs it, else fp32, given explicitly to every contender; "
+        "auto: each contender's own choice",
+    )
     ap.add_argument("--contenders", default="temper,hf-sequential,llamafactory")
     ap.add_argument("--llamafactory-venv", default=str(REPO.parent / "peers" / "llamafactory-venv"))
     ap.add_argument("--llamafactory-template", default="smollm2")
@@ -283,6 +291,10 @@ def main() -> None:
 
     from temper.models.load import resolve
 
+    if args.dtype == "native":
+        from temper.models.load import bf16_supported
+
+        args.dtype = "bf16" if bf16_supported() else "fp32"
     model_dir = str(resolve(args.model).path)
     tok = AutoTokenizer.from_pretrained(model_dir)
 
