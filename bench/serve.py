@@ -289,11 +289,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from temper.models.load import resolve
+    from temper.models.load import bf16_supported, resolve
 
     if args.dtype == "native":
-        from temper.models.load import bf16_supported
-
         args.dtype = "bf16" if bf16_supported() else "fp32"
     model_dir = str(resolve(args.model).path)
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -140,8 +140,8 @@ class Jobs:
     def _wait(self, job: Job, proc: subprocess.Popen[bytes]) -> None:
         # Record the exit code before reaping: a reaped child with no code yet would read as "lost".
         info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-        killed = info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
-        code = (-info.si_status if killed else info.si_status) if info is not None else None
+        assert info is not None  # waitid returns None only with WNOHANG
+        code = -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
         with self.lock:
             job.returncode, job.ended = code, time.time()
             self.procs.pop(job.id, None)

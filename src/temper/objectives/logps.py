@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from temper.objectives.sft import final_hidden_states, unwrap_model
+from temper.objectives.sft import final_hidden_states, head_logits, unwrap_model
 
 IGNORE_INDEX = -100
 
@@ -54,11 +54,7 @@ def forward_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     lm = unwrap_model(model)
     targets = labels[:, 1:]
     keep = targets.ne(IGNORE_INDEX)
-    head = lm.get_output_embeddings()
-    logits = head(hidden[:, :-1][keep].to(head.weight.dtype)).float()  # bf16 base + fp32 outputs: see sft.py
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    if cap:  # Gemma-style models soft-cap the logits inside their ForCausalLM.forward, which we bypass
-        logits = torch.tanh(logits / cap) * cap
+    logits = head_logits(lm, hidden[:, :-1][keep])
     picked = torch.gather(logits, 1, targets[keep].unsqueeze(-1)).squeeze(-1)
     token_logps = picked - torch.logsumexp(logits, dim=-1)
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(keep)[keep]

@@ -40,6 +40,19 @@ def final_hidden_states(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Te
     return hidden
 
 
+def head_logits(lm: Any, rows: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of the LM head on selected hidden-state rows (the objectives' replacement for the model's
+    own head, which they bypass to skip unlabelled positions)."""
+    head = lm.get_output_embeddings()
+    # Mixed precision hands back fp32 outputs (accelerate wraps the forward) while a LoRA run keeps its frozen
+    # base, head included, in bf16: feed the head its own dtype, then work in fp32.
+    logits: torch.Tensor = head(rows.to(head.weight.dtype)).float()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style models soft-cap inside their ForCausalLM.forward, whose head we do not use
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def sft_loss(
     model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -53,14 +66,7 @@ def sft_loss(
     lm = unwrap_model(model)
     shift_labels = labels[:, 1:]
     keep = shift_labels.ne(-100)
-    head = lm.get_output_embeddings()
-    # Mixed precision hands back fp32 outputs (accelerate wraps the forward) while a LoRA run keeps its frozen
-    # base, head included, in bf16: feed the head its own dtype, then take the loss in fp32.
-    selected = hidden[:, :-1][keep].to(head.weight.dtype)
-    logits = head(selected).float()
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    if cap:  # Gemma-style models soft-cap inside their ForCausalLM.forward, whose head we do not use
-        logits = torch.tanh(logits / cap) * cap
+    logits = head_logits(lm, hidden[:, :-1][keep])
     n_tokens = keep.sum()
     loss_sum = F.cross_entropy(logits, shift_labels[keep], reduction="sum")
     denom = num_items_in_batch if num_items_in_batch is not None else n_tokens.clamp(min=1)
