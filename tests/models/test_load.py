@@ -64,3 +64,31 @@ def test_gguf_file_converts_once_and_matches(tmp_path: Path, smollm2_dir: Path) 
         assert torch.equal(a(ids).logits, b(ids).logits)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     assert tok.model_max_length == 8192
+
+
+def test_auto_dtype_picks_the_faster_matmul_on_this_cpu() -> None:
+    """`--bf16 auto` / `--dtype auto`: bf16 only where it is measurably faster (a VM can expose AVX512-BF16 and
+    still run bf16 matmuls at half the fp32 speed). Checked against a separate, larger measurement."""
+    import time
+
+    from temper.models.load import bf16_supported, cpu_bf16_speedup, pick_dtype
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU rule")
+
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(1024, 1024).to(dtype), torch.randn(1024, 1024).to(dtype)
+        a @ b
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    ratio = best(torch.float32) / best(torch.bfloat16)
+    if 0.8 < ratio < 1.4:
+        pytest.skip(f"bf16/fp32 = {ratio:.2f}: too close to call on this machine")
+    assert cpu_bf16_speedup() > 0
+    assert bf16_supported() == (ratio > 1), (ratio, cpu_bf16_speedup())
+    assert pick_dtype("auto") == (torch.bfloat16 if ratio > 1 else torch.float32)
