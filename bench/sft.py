@@ -51,7 +51,7 @@ DATA = REPO.parent / "shared" / "data" / "llamafactory" / "alpaca_en_demo.json"
 PEERS = Path("/work/peers")
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's own default
 TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile")
-# temper-compile: temper with the CPU speed options on (eager attention + regional torch.compile); its first
+# temper-compile: temper with regional torch.compile on (the one CPU speed option not on by default); its first
 # step pays the compile, which the timed window (steps 2..N) leaves out and the "total s" column keeps.
 
 
@@ -127,13 +127,7 @@ def temper_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype:
 
 
 def temper_compile_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype: str) -> list[str]:
-    return [
-        *temper_cmd(a, model, data, out, dtype),
-        "--attn-implementation",
-        "eager",
-        "--torch-compile",
-        "true",
-    ]
+    return [*temper_cmd(a, model, data, out, dtype), "--torch-compile", "true"]
 
 
 def installed(a: argparse.Namespace, tool: str) -> str | None:

@@ -17,7 +17,7 @@ from temper.runs import read_metrics
 @pytest.mark.slow
 def test_compiled_blocks_train_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
     data = write_rows(tmp_path / "rows.jsonl")
-    common = ("--max-steps", "4", "--lora-rank", "8", "--attn-implementation", "eager", "--num-threads", "1")
+    common = ("--max-steps", "4", "--lora-rank", "8", "--num-threads", "1")  # default attention: auto
     train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "eager", *common))
     train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "compiled", *common, "--torch-compile", "true"))
     want = [r["loss"] for r in read_metrics(tmp_path / "eager") if "loss" in r]

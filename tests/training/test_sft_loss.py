@@ -44,3 +44,55 @@ def test_sft_loss_normalises_by_global_token_count(tiny_llama_dir: Path) -> None
     mean, _ = sft_loss(model, batch)
     scaled, _ = sft_loss(model, batch, num_items_in_batch=torch.tensor(2 * n))
     assert torch.allclose(scaled, mean / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_head_loss_and_gradients_equal_the_plain_path(
+    tiny_llama_dir: Path, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen head takes head_ce's chunked path; its loss and gradients are the plain path's, across several
+    chunks and a remainder chunk, in fp32 and in the bf16-base + fp32-adapter + autocast setting of training."""
+    import torch.nn.functional as F
+
+    from temper.objectives import head_ce
+    from temper.objectives.sft import final_hidden_states, head_logits, unwrap_model
+
+    model = apply_tuning(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=dtype), TuneCfg(tuning="lora", lora_rank=4)
+    )
+    lm = unwrap_model(model)
+    vocab = lm.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(head_ce, "CHUNK_ELEMENTS", 4 * vocab)  # 4 rows a chunk: 11 rows make 3 chunks
+    batch = _batch(vocab)
+    out = {}
+    for path in ("chunked", "plain"):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            hidden = final_hidden_states(model, batch)
+            keep = batch["labels"][:, 1:].ne(-100)
+            rows, targets = hidden[:, :-1][keep], batch["labels"][:, 1:][keep]
+            assert head_ce.fused_head_ok(lm, rows)
+            if path == "chunked":
+                loss = head_ce.head_cross_entropy_sum(lm, rows, targets)
+            else:
+                loss = F.cross_entropy(head_logits(lm, rows), targets, reduction="sum")
+        (loss / len(targets)).backward()
+        out[path] = (loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert len(targets) == 11
+    assert torch.allclose(out["chunked"][0], out["plain"][0], rtol=1e-5), (out["chunked"][0], out["plain"][0])
+    # bf16: the (softmax - onehot) matrix is rounded to bf16 before the 1/n scale here and after it there, so
+    # the two differ by bf16 rounding (2**-8 relative), not by more.
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for a, b in zip(out["chunked"][1], out["plain"][1], strict=True):
+        assert float((a - b).norm()) <= tol * float(b.norm()) + 1e-12
+    assert any(bool(g.abs().sum() > 0) for g in out["chunked"][1])
+
+
+def test_a_trainable_head_keeps_the_plain_path(tiny_llama_dir: Path) -> None:
+    from temper.objectives.head_ce import fused_head_ok
+
+    model = apply_tuning(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32), TuneCfg(tuning="full")
+    )
+    rows = torch.zeros(3, model.config.hidden_size)
+    assert not fused_head_ok(model, rows)  # full tuning trains the (tied) head: autograd must see it

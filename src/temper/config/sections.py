@@ -17,11 +17,17 @@ class ModelCfg:
     )
     template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
     dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")
-    attn_implementation: str = field("sdpa", help="attention kernel: sdpa or eager")
+    attn_implementation: str = field(
+        "auto", help="attention kernel: auto (temper's on CPU in bf16, else sdpa), temper, sdpa or eager"
+    )
 
     def __post_init__(self) -> None:
         check_choice("dtype", self.dtype, ["auto", "bf16", "fp16", "fp32"])
-        check_choice("attn_implementation", self.attn_implementation, ["sdpa", "eager", "flash_attention_2"])
+        check_choice(
+            "attn_implementation",
+            self.attn_implementation,
+            ["auto", "temper", "sdpa", "eager", "flash_attention_2"],
+        )
 
 
 @dataclass

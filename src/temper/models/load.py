@@ -266,12 +266,17 @@ def load_causal_lm(
     adapters: dict[str, Path] | None = None,
     attn_implementation: str = "sdpa",
     trainable_adapter: bool = False,
+    autocast_bf16: bool = False,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer). Adapters from a run dir are attached with peft; the first is active.
 
     For inference the result is in eval mode; with `trainable_adapter` the (single) adapter keeps training.
+    `attn_implementation="auto"` picks the kernel for the compute dtype: the weights' dtype, or bf16 when the
+    caller will run fp32 weights under bf16 autocast (`autocast_bf16`).
     """
     from transformers import AutoModelForCausalLM
+
+    from temper.models.attention import pick_attention
 
     ref = resolve(ref) if isinstance(ref, str) else ref
     if _export_method(ref.path) == "int8":
@@ -280,8 +285,11 @@ def load_causal_lm(
 
         return load_int8(ref.path)
     tok = load_tokenizer(ref)
+    torch_dtype = pick_dtype(dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    attn = pick_attention(attn_implementation, device, torch_dtype == torch.bfloat16 or autocast_bf16)
     model = AutoModelForCausalLM.from_pretrained(
-        ref.path, dtype=pick_dtype(dtype), local_files_only=True, attn_implementation=attn_implementation
+        ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn
     )
     all_adapters = {**ref.adapters, **(adapters or {})}
     if all_adapters:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from temper.objectives.head_ce import fused_head_ok, head_cross_entropy_sum
+
 
 def unwrap_model(model: Any) -> Any:
     """The transformers model under peft/DDP wrappers (LoRA layers are injected in place, so they still run)."""
@@ -66,9 +68,12 @@ def sft_loss(
     lm = unwrap_model(model)
     shift_labels = labels[:, 1:]
     keep = shift_labels.ne(-100)
-    logits = head_logits(lm, hidden[:, :-1][keep])
+    rows, targets = hidden[:, :-1][keep], shift_labels[keep]
+    if fused_head_ok(lm, rows):  # a frozen head: chunked, gradient in the forward pass (head_ce.py)
+        loss_sum = head_cross_entropy_sum(lm, rows, targets)
+    else:
+        loss_sum = F.cross_entropy(head_logits(lm, rows), targets, reduction="sum")
     n_tokens = keep.sum()
-    loss_sum = F.cross_entropy(logits, shift_labels[keep], reduction="sum")
     denom = num_items_in_batch if num_items_in_batch is not None else n_tokens.clamp(min=1)
     loss = loss_sum / denom
     return loss, {}

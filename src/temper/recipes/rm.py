@@ -32,6 +32,7 @@ from temper.data.pref_tokenize import (
 from temper.data.records import Message
 from temper.data.templates import prepare_tokenizer, render_prompt
 from temper.errors import TemperError
+from temper.models.attention import pick_attention
 from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, pick_dtype, resolve
 from temper.objectives.logps import split_pairs
 from temper.objectives.rm import bradley_terry_loss
@@ -45,7 +46,7 @@ from temper.recipes.preference import (
     start_run,
 )
 from temper.runs import read_manifest
-from temper.training.engine import TrainResult
+from temper.training.engine import TrainResult, use_bf16
 from temper.tuning import apply_tuning, count_parameters
 
 
@@ -106,7 +107,11 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
             num_labels=1,
             dtype=dtype,
             local_files_only=True,
-            attn_implementation=cfg.model.attn_implementation,
+            attn_implementation=pick_attention(
+                cfg.model.attn_implementation,
+                "cuda" if torch.cuda.is_available() else "cpu",
+                dtype == torch.bfloat16 or use_bf16(cfg.train),
+            ),
         )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
     model.config.pad_token_id = tokenizer.pad_token_id  # pooling finds the last token through it

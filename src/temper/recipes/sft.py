@@ -30,7 +30,7 @@ from temper.data.load import load_config_records, split_validation
 from temper.data.templates import prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.models.load import load_causal_lm, pick_dtype, resolve
-from temper.objectives.sft import sft_loss
+from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import fingerprint_files, write_manifest
 from temper.training.checkpoint import check_output_dir, check_world_size
 from temper.training.engine import TrainResult, train, use_bf16
@@ -78,7 +78,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
         check_quantization_backend(cfg.tune.quantization)
     model, tokenizer = load_causal_lm(
-        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation
+        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation, autocast_bf16=bf16
     )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -107,7 +107,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     trainable, total = count_parameters(model)
     _say(
         state,
-        f"[bold]model[/] {ref.name} ({total / 1e6:.1f}M params, {dtype_name}); "
+        f"[bold]model[/] {ref.name} ({total / 1e6:.1f}M params, {dtype_name}, "
+        f"{unwrap_model(model).config._attn_implementation} attention); "
         f"tuning={cfg.tune.tuning}: {trainable / 1e6:.2f}M trainable ({100 * trainable / total:.2f}%)",
     )
     global_batch = (

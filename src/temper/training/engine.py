@@ -291,10 +291,16 @@ def train(
     trainer.remove_callback(PrinterCallback)  # the Trainer's stand-in for the bar; metrics.jsonl has it
     if trainer.is_world_process_zero():
         trim_metrics(run_dir / "metrics.jsonl", resume)
-    out = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(out.metrics)
-    if eval_dataset is not None and stopper.fired_at is None:  # a stopped run should stop quickly
-        metrics.update(final_eval(trainer, out.global_step))
+    # peft casts each LoRA layer's bf16 input to the adapter's fp32 and autocast casts it straight back: two
+    # copies of every activation per adapted layer, forward and backward, for a bit-identical result (tested).
+    # Under mixed precision every forward the Trainer runs is autocast, so the casts can go.
+    from peft.helpers import disable_input_dtype_casting
+
+    with disable_input_dtype_casting(model, active=args.bf16):
+        out = trainer.train(resume_from_checkpoint=resume)
+        metrics = dict(out.metrics)
+        if eval_dataset is not None and stopper.fired_at is None:  # a stopped run should stop quickly
+            metrics.update(final_eval(trainer, out.global_step))
     if save_model and trainer.is_world_process_zero():
         trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
         tokenizer.save_pretrained(run_dir)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from temper.data.records import ChatExample, Record
@@ -60,9 +61,11 @@ class GenerationEval(TrainerCallback):
             return
         was_training = model.training
         model.eval()
-        answers = generate_answers(
-            model, tokenizer, prompts, self.max_new_tokens, args.per_device_eval_batch_size
-        )
+        # The training precision: under bf16 the LoRA inputs are not cast to the fp32 adapters (engine.train).
+        with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            answers = generate_answers(
+                model, tokenizer, prompts, self.max_new_tokens, args.per_device_eval_batch_size
+            )
         if was_training:
             model.train()
         scores = {f"eval_{k}": round(float(v), 4) for k, v in qa_metrics(answers, refs).items()}

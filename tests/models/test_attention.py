@@ -1,0 +1,130 @@
+"""temper's CPU attention kernel against transformers' eager attention, which computes the same thing in the same
+precision: bf16 scores, probabilities rounded to bf16 once. Tiny random llama with grouped-query attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import temper.models.attention as attention
+from temper.models.attention import pick_attention
+
+
+def _model(path: Path, attn: str, dtype: torch.dtype = torch.bfloat16) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (3, 40), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 29:] = 0  # right padding, as the trainer's collator makes
+    mask[2, 12:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _max_gap(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    keep = mask.bool()
+    return float((a.float()[keep] - b.float()[keep]).abs().max())
+
+
+def test_forward_and_backward_match_eager_with_padding(tiny_llama_dir: Path) -> None:
+    batch = _batch()
+    out = {}
+    for attn in ("eager", "temper"):
+        model = _model(tiny_llama_dir, attn)
+        assert model.config._attn_implementation == attn
+        logits = model(**batch).logits
+        (logits.float()[batch["attention_mask"].bool()].square().mean()).backward()
+        grads = torch.cat([p.grad.flatten().float() for p in model.parameters()])
+        out[attn] = (logits, grads)
+    logit_scale = float(out["eager"][0].detach().float().abs().max())
+    assert _max_gap(out["temper"][0], out["eager"][0], batch["attention_mask"]) < 0.02 * logit_scale
+    g_eager, g_temper = out["eager"][1], out["temper"][1]
+    assert float((g_temper - g_eager).norm() / g_eager.norm()) < 0.02
+
+
+def test_padded_rows_score_as_they_would_alone(tiny_llama_dir: Path) -> None:
+    """The padding mask reaches the kernel: a padded row's logits equal those of the row run on its own."""
+    model = _model(tiny_llama_dir, "temper")
+    batch = _batch()
+    with torch.no_grad():
+        padded = model(**batch).logits
+        alone = model(input_ids=batch["input_ids"][2:, :12]).logits
+    assert float((padded[2, :12] - alone[0]).abs().max()) < 0.02 * float(alone.abs().max())
+
+
+def test_decoding_with_a_kv_cache_matches_eager(tiny_llama_dir: Path) -> None:
+    """Prefill then one-token steps: q_len 1 against a longer key/value length."""
+    ids = _batch()["input_ids"][:1, :20]
+    seqs = {}
+    for attn in ("eager", "temper"):
+        model = _model(tiny_llama_dir, attn)
+        with torch.no_grad():
+            seqs[attn] = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+            full = model(input_ids=seqs[attn]).logits  # the whole sequence in one causal pass
+            step = model(input_ids=seqs[attn][:, :-1], use_cache=True)
+            nxt = model(input_ids=seqs[attn][:, -1:], past_key_values=step.past_key_values).logits
+        assert float((nxt[0, -1] - full[0, -1]).abs().max()) < 0.05 * float(full.abs().max())
+    assert torch.equal(seqs["eager"], seqs["temper"])
+
+
+def test_fp32_and_long_batches_go_to_sdpa(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = _batch()
+    with torch.no_grad():
+        sdpa = _model(tiny_llama_dir, "sdpa", torch.float32)(**batch).logits
+        ours = _model(tiny_llama_dir, "temper", torch.float32)(**batch).logits
+        assert torch.equal(ours, sdpa)  # fp32: torch's fused kernel is faster there, so it runs as is
+        monkeypatch.setattr(attention, "MAX_SCORES", 3 * 4 * 40 * 40 - 1)  # one score too many for ours
+        bf_sdpa = _model(tiny_llama_dir, "sdpa")(**batch).logits
+        bf_ours = _model(tiny_llama_dir, "temper")(**batch).logits
+    assert _max_gap(bf_ours, bf_sdpa, batch["attention_mask"]) < 0.05
+
+
+def test_auto_picks_ours_only_for_bf16_on_cpu() -> None:
+    assert pick_attention("auto", "cpu", bf16=True) == "temper"
+    assert pick_attention("auto", "cpu", bf16=False) == "sdpa"
+    assert pick_attention("auto", "cuda", bf16=True) == "sdpa"
+    assert pick_attention("eager", "cpu", bf16=True) == "eager"
+
+
+def test_lora_inputs_stay_bf16_under_autocast_with_identical_gradients(tiny_llama_dir: Path) -> None:
+    """engine.train turns off peft's input cast under mixed precision: autocast casts back anyway, so the
+    gradients must be bit-identical with and without it."""
+    from peft import LoraConfig, get_peft_model
+    from peft.helpers import disable_input_dtype_casting
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        _model(tiny_llama_dir, "temper"),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    batch = _batch()
+    grads = []
+    for cast in (True, False):
+        model.zero_grad()
+        with disable_input_dtype_casting(model, active=not cast), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    assert any(bool(g.abs().sum() > 0) for g in grads[0])
+
+
+def test_packed_rows_attend_within_their_own_sample(tiny_llama_dir: Path) -> None:
+    """Packing (position ids restarting at 0, no attention mask) reaches the kernel as a block-diagonal mask."""
+    model = _model(tiny_llama_dir, "temper")
+    ids = _batch()["input_ids"][0]
+    a, b = ids[:15], ids[15:40]
+    packed_pos = torch.cat([torch.arange(15), torch.arange(25)])[None]
+    with torch.no_grad():
+        packed = model(input_ids=ids[None], position_ids=packed_pos, use_cache=False).logits[0]
+        alone = [model(input_ids=x[None]).logits[0] for x in (a, b)]
+    scale = float(torch.cat(alone).abs().max())
+    assert float((packed[:15] - alone[0]).abs().max()) < 0.02 * scale
+    assert float((packed[15:] - alone[1]).abs().max()) < 0.02 * scale
