@@ -87,10 +87,10 @@ def test_fp32_and_long_batches_go_to_sdpa(tiny_llama_dir: Path, monkeypatch: pyt
 
 
 def test_auto_picks_ours_only_for_bf16_on_cpu() -> None:
-    assert pick_attention("auto", "cpu", bf16=True) == "temper"
-    assert pick_attention("auto", "cpu", bf16=False) == "sdpa"
-    assert pick_attention("auto", "cuda", bf16=True) == "sdpa"
-    assert pick_attention("eager", "cpu", bf16=True) == "eager"
+    assert pick_attention("auto", bf16=True, device="cpu") == "temper"
+    assert pick_attention("auto", bf16=False, device="cpu") == "sdpa"
+    assert pick_attention("auto", bf16=True, device="cuda") == "sdpa"
+    assert pick_attention("eager", bf16=True, device="cpu") == "eager"
 
 
 def test_lora_inputs_stay_bf16_under_autocast_with_identical_gradients(tiny_llama_dir: Path) -> None:

@@ -18,18 +18,18 @@ from temper.runs import read_metrics
 def test_compiled_blocks_train_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
     data = write_rows(tmp_path / "rows.jsonl")
     common = ("--max-steps", "4", "--lora-rank", "8", "--num-threads", "1")  # default attention: auto
-    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "eager", *common))
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "plain", *common))
     train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "compiled", *common, "--torch-compile", "true"))
-    want = [r["loss"] for r in read_metrics(tmp_path / "eager") if "loss" in r]
+    want = [r["loss"] for r in read_metrics(tmp_path / "plain") if "loss" in r]
     got = [r["loss"] for r in read_metrics(tmp_path / "compiled") if "loss" in r]
     assert len(got) == len(want) == 4
     assert got == pytest.approx(want, rel=1e-3), (got, want)
     assert want[-1] < want[0]
     keys = {}
-    for run in ("eager", "compiled"):
+    for run in ("plain", "compiled"):
         with safe_open(str(tmp_path / run / "adapter_model.safetensors"), "pt") as f:
             keys[run] = set(f.keys())
-    assert keys["compiled"] == keys["eager"]  # in-place compile: no `_orig_mod.` in the saved names
+    assert keys["compiled"] == keys["plain"]  # in-place compile: no `_orig_mod.` in the saved names
 
 
 def test_torch_compile_without_a_compiler_is_a_config_error(

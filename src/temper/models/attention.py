@@ -10,8 +10,8 @@ eager 15-20 ms, this kernel 7-8 ms. It is eager attention with three costs remov
 - softmax runs on the bf16 scores (the kernel accumulates in fp32 and rounds once, as eager's fp32 softmax
   followed by a cast does) instead of materialising an fp32 copy of every score.
 It keeps the L x L probabilities for backward, as eager does, so it is used only while those stay small
-(`MAX_SCORES` elements per layer); longer batches, fp32 (where sdpa is faster), dropout-free or not, and models
-that need soft-capping or sinks go to transformers' own sdpa / eager implementations.
+(`MAX_SCORES` elements per layer). Longer batches, fp32 (where sdpa is faster) and GPUs go to transformers' sdpa;
+models that need soft-capping or sinks go to their own eager function.
 
 Example:
     >>> import temper.models.attention  # registers "temper" with transformers     # doctest: +SKIP
@@ -81,12 +81,14 @@ AttentionInterface.register(NAME, temper_attention_forward)
 AttentionMaskInterface.register(NAME, eager_mask)
 
 
-def pick_attention(requested: str, device: str, bf16: bool) -> str:
-    """`auto` -> the kernel measured fastest for this device and dtype; anything else is kept as given.
+def pick_attention(requested: str, bf16: bool, device: str | None = None) -> str:
+    """`auto` -> the kernel measured fastest for this device (default: where training runs) and compute dtype;
+    anything else is kept as given.
 
     On CPU: temper's kernel for bf16 (2.5-3.5x faster than sdpa per attention call on a bf16-native CPU), sdpa
     for fp32 (where torch's fused kernel wins: 21 vs 27 ms in the same measurement). On GPU: sdpa.
     """
     if requested != "auto":
         return requested
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return NAME if device == "cpu" and bf16 else "sdpa"

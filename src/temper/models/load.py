@@ -286,8 +286,7 @@ def load_causal_lm(
         return load_int8(ref.path)
     tok = load_tokenizer(ref)
     torch_dtype = pick_dtype(dtype)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    attn = pick_attention(attn_implementation, device, torch_dtype == torch.bfloat16 or autocast_bf16)
+    attn = pick_attention(attn_implementation, bf16=torch_dtype == torch.bfloat16 or autocast_bf16)
     model = AutoModelForCausalLM.from_pretrained(
         ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn
     )

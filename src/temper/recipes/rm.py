@@ -108,9 +108,7 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
             dtype=dtype,
             local_files_only=True,
             attn_implementation=pick_attention(
-                cfg.model.attn_implementation,
-                "cuda" if torch.cuda.is_available() else "cpu",
-                dtype == torch.bfloat16 or use_bf16(cfg.train),
+                cfg.model.attn_implementation, bf16=dtype == torch.bfloat16 or use_bf16(cfg.train)
             ),
         )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
