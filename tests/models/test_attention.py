@@ -13,6 +13,14 @@ import temper.models.attention as attention
 from temper.models.attention import pick_attention
 
 
+@pytest.fixture(params=[128, 7], ids=["one-block", "query-blocks"])
+def query_block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Rows per causal query block: 128 leaves these 40-token batches in one block, 7 splits them in five
+    uneven blocks, each seeing only the keys up to its last row."""
+    monkeypatch.setattr(attention, "QUERY_BLOCK", request.param)
+    return int(request.param)
+
+
 def _model(path: Path, attn: str, dtype: torch.dtype = torch.bfloat16) -> Any:
     from transformers import AutoModelForCausalLM
 
@@ -33,7 +41,7 @@ def _max_gap(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
     return float((a.float()[keep] - b.float()[keep]).abs().max())
 
 
-def test_forward_and_backward_match_eager_with_padding(tiny_llama_dir: Path) -> None:
+def test_forward_and_backward_match_eager_with_padding(tiny_llama_dir: Path, query_block: int) -> None:
     batch = _batch()
     out = {}
     for attn in ("eager", "temper"):
@@ -49,7 +57,7 @@ def test_forward_and_backward_match_eager_with_padding(tiny_llama_dir: Path) -> 
     assert float((g_temper - g_eager).norm() / g_eager.norm()) < 0.02
 
 
-def test_padded_rows_score_as_they_would_alone(tiny_llama_dir: Path) -> None:
+def test_padded_rows_score_as_they_would_alone(tiny_llama_dir: Path, query_block: int) -> None:
     """The padding mask reaches the kernel: a padded row's logits equal those of the row run on its own."""
     model = _model(tiny_llama_dir, "temper")
     batch = _batch()
@@ -59,7 +67,7 @@ def test_padded_rows_score_as_they_would_alone(tiny_llama_dir: Path) -> None:
     assert float((padded[2, :12] - alone[0]).abs().max()) < 0.02 * float(alone.abs().max())
 
 
-def test_decoding_with_a_kv_cache_matches_eager(tiny_llama_dir: Path) -> None:
+def test_decoding_with_a_kv_cache_matches_eager(tiny_llama_dir: Path, query_block: int) -> None:
     """Prefill then one-token steps: q_len 1 against a longer key/value length."""
     ids = _batch()["input_ids"][:1, :20]
     seqs = {}
@@ -116,7 +124,7 @@ def test_lora_inputs_stay_bf16_under_autocast_with_identical_gradients(tiny_llam
     assert any(bool(g.abs().sum() > 0) for g in grads[0])
 
 
-def test_packed_rows_attend_within_their_own_sample(tiny_llama_dir: Path) -> None:
+def test_packed_rows_attend_within_their_own_sample(tiny_llama_dir: Path, query_block: int) -> None:
     """Packing (position ids restarting at 0, no attention mask) reaches the kernel as a block-diagonal mask."""
     model = _model(tiny_llama_dir, "temper")
     ids = _batch()["input_ids"][0]
@@ -128,3 +136,30 @@ def test_packed_rows_attend_within_their_own_sample(tiny_llama_dir: Path) -> Non
     scale = float(torch.cat(alone).abs().max())
     assert float((packed[:15] - alone[0]).abs().max()) < 0.02 * scale
     assert float((packed[15:] - alone[1]).abs().max()) < 0.02 * scale
+
+
+def test_query_blocks_equal_one_block_with_and_without_a_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The causal split computes the same attention as the whole square, whether the causal pattern comes as
+    an additive mask or is left implicit (attention_mask None); gradients reach every key and value."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, 50, 16, generator=g, dtype=torch.bfloat16) for h in (6, 2, 2))
+    module = torch.nn.Module()
+    module.is_causal = True  # type: ignore[assignment]
+    causal = torch.ones(50, 50, dtype=torch.bool).tril()
+    additive = torch.zeros(2, 1, 50, 50, dtype=torch.bfloat16).masked_fill(
+        ~causal, torch.finfo(torch.bfloat16).min
+    )
+    results = {}
+    for block, mask in ((10**6, additive), (9, additive), (9, None)):
+        monkeypatch.setattr(attention, "QUERY_BLOCK", block)
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out, _ = attention.temper_attention_forward(module, *leaves, mask)
+        out.float().square().sum().backward()
+        results[(block, mask is None)] = (out.float(), [t.grad.float() for t in leaves])  # type: ignore[union-attr]
+    ref_out, ref_grads = results[(10**6, False)]
+    for key in ((9, False), (9, True)):
+        out, grads = results[key]
+        assert float((out - ref_out).abs().max()) < 0.02 * float(ref_out.abs().max()), key
+        for a, b in zip(grads, ref_grads, strict=True):
+            assert float((a - b).norm()) < 0.02 * float(b.norm()), key
+    assert all(bool(t.abs().sum() > 0) for t in ref_grads)

@@ -53,3 +53,41 @@ def test_compile_blocks_compiles_each_decoder_layer_in_place(tiny_llama_dir: Pat
     assert compile_blocks(model) == model.config.num_hidden_layers
     assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
     assert set(model.state_dict()) == names
+
+
+def test_compiled_temper_attention_takes_new_lengths_without_recompiling(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches grouped by length change the sequence length every step; a recompile per length made compiled
+    training slower than uncompiled. The kernel's query-block count must not become a guard on the length."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import temper.models.attention as attention
+    from temper.training.engine import compile_blocks
+
+    monkeypatch.setattr(attention, "QUERY_BLOCK", 8)  # uncompiled, 24 / 40 / 57 tokens are 3 / 5 / 7 blocks
+
+    def step(model: torch.nn.Module, n: int) -> torch.Tensor:
+        ids = torch.randint(10, 1000, (2, n), generator=torch.Generator().manual_seed(n))
+        logits = model(input_ids=ids, use_cache=False).logits
+        logits.float().square().mean().backward()
+        return logits.detach().float()
+
+    def load() -> torch.nn.Module:
+        return AutoModelForCausalLM.from_pretrained(
+            tiny_llama_dir, dtype=torch.bfloat16, attn_implementation=attention.NAME, local_files_only=True
+        )
+
+    torch.compiler.reset()
+    plain, compiled = load(), load()
+    compile_blocks(compiled)
+    try:
+        step(compiled, 24)
+        with torch.compiler.set_stance("fail_on_recompile"):  # raises if a new length compiles again
+            got = {n: step(compiled, n) for n in (40, 57)}
+    finally:
+        torch.compiler.reset()
+    for n, logits in got.items():
+        want = step(plain, n)
+        assert float((logits - want).abs().max()) < 0.05 * float(want.abs().max()), n

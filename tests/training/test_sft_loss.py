@@ -96,3 +96,27 @@ def test_a_trainable_head_keeps_the_plain_path(tiny_llama_dir: Path) -> None:
     )
     rows = torch.zeros(3, model.config.hidden_size)
     assert not fused_head_ok(model, rows)  # full tuning trains the (tied) head: autograd must see it
+
+
+def test_chunked_head_loss_is_exact_when_the_target_probability_underflows(tiny_llama_dir: Path) -> None:
+    """-log(softmax[target]) would be inf for a target ~100 nats below the best logit; the chunked path must
+    still return the plain cross-entropy (its exact log-softmax fallback) and a finite gradient."""
+    import torch.nn.functional as F
+
+    from temper.objectives.head_ce import head_cross_entropy_sum
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    weight = model.get_output_embeddings().weight.detach()
+    model.get_output_embeddings().weight.requires_grad_(False)
+    rows = torch.randn(5, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    logits = rows @ weight.t()
+    rows = (rows * (200.0 / (logits.max(-1).values - logits.min(-1).values))[:, None]).requires_grad_(True)
+    logits = rows.detach() @ weight.t()
+    targets = logits.argmin(-1)  # the least likely token: ~200 nats below the best, p underflows fp32
+    targets[0] = logits[0].argmax()  # one ordinary row next to the extreme ones
+    loss = head_cross_entropy_sum(model, rows, targets)
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    assert torch.isfinite(loss) and float(loss) > 500
+    assert torch.allclose(loss, expected, rtol=1e-5), (loss, expected)
+    loss.backward()
+    assert rows.grad is not None and bool(torch.isfinite(rows.grad).all())

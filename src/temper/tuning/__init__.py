@@ -51,6 +51,12 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
         modules_to_save=modules_to_save,
         task_type=task,
     )
+    if not cfg.quantization:  # quantized bases keep peft's bitsandbytes layers
+        import torch
+
+        from temper.tuning.lora_linear import LoraLinear
+
+        lcfg._register_custom_module({torch.nn.Linear: LoraLinear})  # peft's hook for custom LoRA layers
     return get_peft_model(model, lcfg)
 
 
