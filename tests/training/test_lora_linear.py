@@ -106,6 +106,8 @@ def test_paths_it_does_not_cover_run_peft_forward(tiny_llama_dir: Path) -> None:
     )
     dora_layer = next(m for m in dora.modules() if isinstance(m, LoraLinear))
     assert dora_layer._fast_adapter(x, (), {}) is None
+    layer.get_base_layer().weight.data = torch.empty(0)  # as DeepSpeed ZeRO-3 leaves a partitioned weight
+    assert layer._fast_adapter(x, (), {}) is None
 
 
 def test_saved_adapter_loads_in_plain_peft_and_merges(tiny_llama_dir: Path, tmp_path: Path) -> None:

@@ -5,13 +5,14 @@ adapted layer also pays, forward and backward, for a scale of the full (tokens x
 casts of the adapter weights and their gradients under autocast. Here the LoRA product is added onto the
 base output inside the matmul (`addmm_(..., alpha=scaling)`), the scale is applied to the (tokens x rank)
 intermediate instead, and backward is the four matmuls it needs. Measured on the SmolLM2 LoRA step (bf16
-autocast, one EPYC core, peft's layer and this one alternated batch by batch over 40 batches): 3.7% faster. The matmuls are the same as peft's, so the result equals
-peft's to rounding (tests/training/test_lora_linear.py).
+autocast, one EPYC core, peft's layer and this one alternated batch by batch over 40 batches): 3.7% faster.
+The matmuls are the same as peft's, so the result equals peft's to rounding (tests/training/test_lora_linear.py).
 
 The layer is registered through peft's custom-module hook for plain `nn.Linear` targets, so the adapter
 weights, their names, `adapter_config.json`, merging and loading are peft's own: a saved adapter loads in
 plain peft. Anything this fast path does not cover (dropout in training, DoRA, LoRA bias, several active
-adapters, merged or disabled adapters, mixed-adapter batches, a trainable base) runs peft's forward unchanged.
+adapters, merged or disabled adapters, mixed-adapter batches, a trainable base, weights sharded by DeepSpeed
+ZeRO-3) runs peft's forward unchanged.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ class LoraLinear(PeftLoraLinear):
         if name not in self.lora_A or name in self.lora_variant or type(base) is not torch.nn.Linear:
             return None
         if base.weight.requires_grad or self.lora_B[name].bias is not None:
+            return None
+        weights = (base.weight, self.lora_A[name].weight, self.lora_B[name].weight)
+        if any(w.ndim != 2 for w in weights):
+            # ZeRO-3 leaves a parameter empty outside its own module's forward, and the fused path reads the
+            # weights without calling those modules: peft's forward lets DeepSpeed gather them first.
             return None
         if self.training and not isinstance(self.lora_dropout[name], torch.nn.Identity):
             return None  # dropout on the LoRA input only: peft's forward
