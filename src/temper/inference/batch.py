@@ -44,7 +44,7 @@ class InferSummary:
 
 def read_prompts(path: str | Path, format: str = "auto", system: str | None = None) -> list[PromptRow]:  # noqa: A002
     """Prompts (and references when the row has an answer) from `path`, in file order."""
-    from temper.data.load import read_rows
+    from temper.data.readers import read_rows
 
     path = Path(path)
     if not path.is_file():
