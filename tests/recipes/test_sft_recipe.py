@@ -120,3 +120,35 @@ def test_generation_eval_without_val_split_is_explained(tiny_llama_dir: Path, tm
     cfg = make_cfg(tiny_llama_dir, data, tmp_path / "run", "--max-steps", "1", "--eval-dataset", "general_qa")
     with pytest.raises(ConfigError, match="val-size"):
         train_sft(cfg)
+
+
+class PaddingOfBatches(TrainerCallback):
+    """At the end of training, the padding share of the batches the Trainer's own dataloader yields."""
+
+    def __init__(self) -> None:
+        self.ratio = -1.0
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        masks = [batch["attention_mask"] for batch in kw["train_dataloader"]]
+        self.ratio = 1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
+def test_group_by_length_decides_the_batch_order(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """Default: the Trainer's length-grouped sampler (batches of similar length, little padding);
+    `--group-by-length false`: its random order, whose batches mix short and long samples."""
+    rows = [
+        {"messages": [{"role": "user", "content": f"{i} " + "word " * (1 if i % 2 else 20)}, {"role": "assistant", "content": "ok"}]}
+        for i in range(64)
+    ]  # fmt: skip
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ratios = {}
+    for grouped in (True, False):
+        probe = PaddingOfBatches()
+        out = tmp_path / f"run-{grouped}"
+        train_sft(
+            make_cfg(tiny_llama_dir, data, out, "--max-steps", "1", "--group-by-length", str(grouped)),
+            [probe],
+        )
+        ratios[grouped] = probe.ratio
+    assert 0 <= ratios[True] < ratios[False] / 2, ratios

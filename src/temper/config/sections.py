@@ -99,6 +99,11 @@ class TrainCfg:
     seed: int = field(42, help="seed for data sampling, init and shuffling")
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
+    group_by_length: bool = field(
+        True,
+        help="sft: batch samples of similar length (little padding); false: the Trainer's random order, as the "
+        "plain Trainer and LLaMA-Factory default to (more padding, slower)",
+    )
     torch_compile: bool = field(
         False,
         help="torch.compile each decoder block (regional: one compile serves all blocks); faster steps after "

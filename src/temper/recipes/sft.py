@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         cfg=cfg.train,
         run_dir=run_dir,
         loss_fn=sft_loss,
-        group_by_length=not cfg.data.packing,
+        group_by_length=cfg.train.group_by_length and not cfg.data.packing,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
         callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],
     )
@@ -192,10 +193,14 @@ def _base_for_manifest(base_name: str, ref: Any) -> str:
 def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], cfg: SFTConfig) -> str:
     lengths = [len(r["input_ids"]) for r in train_rows]
     bs = cfg.train.per_device_train_batch_size
-    # Estimated with the same grouping the sampler uses; the measured ratio is printed at the end.
-    order = (
-        list(range(len(lengths))) if cfg.data.packing else length_grouped_order(lengths, bs, cfg.train.seed)
-    )
+    # Estimated with the order the sampler uses (a seeded shuffle for the random one); the measured ratio is
+    # printed at the end.
+    if cfg.data.packing:
+        order = list(range(len(lengths)))
+    elif cfg.train.group_by_length:
+        order = length_grouped_order(lengths, bs, cfg.train.seed)
+    else:
+        order = random.Random(cfg.train.seed).sample(range(len(lengths)), len(lengths))
     ratio = padding_ratio(batches_of(lengths, order, bs))
     msg = (
         f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val "
