@@ -50,9 +50,11 @@ REPO = BENCH.parent
 DATA = REPO.parent / "shared" / "data" / "llamafactory" / "alpaca_en_demo.json"
 PEERS = Path("/work/peers")
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's own default
-TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile")
+TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile", "temper-random")
 # temper-compile: temper with regional torch.compile on (the one CPU speed option not on by default); its first
 # step pays the compile, which the timed window (steps 2..N) leaves out and the "total s" column keeps.
+# temper-random: temper with --group-by-length false, i.e. the Trainer's random sample order that the plain
+# script and the peers train in (same seed): its held-out loss compares the objective without the order effect.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,6 +132,10 @@ def temper_compile_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path
     return [*temper_cmd(a, model, data, out, dtype), "--torch-compile", "true"]
 
 
+def temper_random_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype: str) -> list[str]:
+    return [*temper_cmd(a, model, data, out, dtype), "--group-by-length", "false"]
+
+
 def installed(a: argparse.Namespace, tool: str) -> str | None:
     """None when `tool` can run, else why not."""
     exe = {
@@ -137,6 +143,7 @@ def installed(a: argparse.Namespace, tool: str) -> str | None:
         "swift": a.swift_venv / "bin" / "swift",
         "temper": Path(sys.executable).parent / "temper",
         "temper-compile": Path(sys.executable).parent / "temper",
+        "temper-random": Path(sys.executable).parent / "temper",
     }.get(tool)
     return None if exe is None or exe.exists() else f"not installed ({exe} missing; see bench/README.md)"
 
@@ -147,6 +154,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Path, Path, str], list[s
     "swift": swift_cmd,
     "temper": temper_cmd,
     "temper-compile": temper_compile_cmd,
+    "temper-random": temper_random_cmd,
 }
 
 # ---------------------------------------------------------------- reading each tool's per-step logs

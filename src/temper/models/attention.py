@@ -74,14 +74,18 @@ def temper_attention_forward(
     # whole LoRA step of the SFT bench: 2.8% faster.
     # Under torch.compile (dynamic shapes) a block count computed from the length is a guard on it: every new
     # length recompiled the layer (steps 7x slower than uncompiled). Compiled layers run a fixed count instead
-    # (3 blocks: +2.8% per compiled LoRA step of the SFT bench against one block, alternated batch by batch).
+    # at every length (3 blocks: +2.8% per compiled LoRA step of the SFT bench against one block, alternated
+    # batch by batch). A second graph for short rows (one block below QUERY_BLOCK) cost a ~25 s compile in the
+    # middle of the bench's timed window, more than the blocks save there.
     causal_self = q_len == kv_len and getattr(module, "is_causal", False)
-    if not causal_self or q_len < QUERY_BLOCK:
+    if not causal_self:
         n_blocks = 1
     elif torch.compiler.is_compiling():
-        n_blocks = COMPILED_BLOCKS  # a guard on `q_len < QUERY_BLOCK` only: two graphs, not one per length
+        # One graph for every real training length; blocks of one row would add a guard (a reshape's), so
+        # rows shorter than two per block (a few tokens; never a chat-templated sample) compile a second one.
+        n_blocks = COMPILED_BLOCKS if q_len >= 2 * COMPILED_BLOCKS else 1
     else:
-        n_blocks = q_len // QUERY_BLOCK
+        n_blocks = max(q_len // QUERY_BLOCK, 1)
     bounds = [q_len * i // n_blocks for i in range(n_blocks + 1)]
     outs = []
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
