@@ -53,8 +53,8 @@ SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face" 
 TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile", "temper-random")
 # temper-compile: temper with regional torch.compile on (the one CPU speed option not on by default); its first
 # step pays the compile, which the timed window (steps 2..N) leaves out and the "total s" column keeps.
-# temper-random: temper with --group-by-length false, i.e. the Trainer's random sample order that the plain
-# script and the peers train in (same seed): its held-out loss compares the objective without the order effect.
+# temper-random: temper with --group-by-length false: the Trainer's random sampler, as the peers use, though not
+# their permutation (its first step's loss differs); shows the padding cost and how far order moves the loss.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

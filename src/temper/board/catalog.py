@@ -20,6 +20,7 @@ from temper.board.forms import RUN_NAME
 from temper.board.jobs import Jobs
 from temper.errors import TemperError
 from temper.runs import MANIFEST, METRICS, read_manifest, read_metrics
+from temper.training.checkpoint import complete_checkpoints
 
 UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,120}$")
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
@@ -112,11 +113,8 @@ def run_detail(run_dir: Path, jobs: Jobs) -> dict[str, Any]:
         "returncode": job.returncode if job else None,
         "evals": list_evals(run_dir),
         "jobs": [j.to_dict() for j in jobs.for_run(run_dir.name)],
-        "checkpoints": sorted(
-            p.name for p in run_dir.glob("checkpoint-*") if (p / "temper_complete").exists()
-        )
-        if run_dir.is_dir()
-        else [],
+        # By step, as --resume picks them: a name sort put checkpoint-100 before checkpoint-98.
+        "checkpoints": [p.name for p in complete_checkpoints(run_dir)],
     }
 
 
