@@ -50,11 +50,11 @@ REPO = BENCH.parent
 DATA = REPO.parent / "shared" / "data" / "llamafactory" / "alpaca_en_demo.json"
 PEERS = Path("/work/peers")
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's own default
-TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile", "temper-random")
+TOOLS = ("plain", "llamafactory", "swift", "temper", "temper-compile", "temper-sequential")
 # temper-compile: temper with regional torch.compile on (the one CPU speed option not on by default); its first
 # step pays the compile, which the timed window (steps 2..N) leaves out and the "total s" column keeps.
-# temper-random: temper with --group-by-length false: the Trainer's random sampler, as the peers use, though not
-# their permutation (its first step's loss differs); shows the padding cost and how far order moves the loss.
+# temper-sequential: temper with --train-sampling-strategy sequential: file order, the batches every peer here trains
+# on (their configs turn shuffling off); shows what length grouping saves and gives the like-for-like held-out loss.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,8 +132,8 @@ def temper_compile_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path
     return [*temper_cmd(a, model, data, out, dtype), "--torch-compile", "true"]
 
 
-def temper_random_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype: str) -> list[str]:
-    return [*temper_cmd(a, model, data, out, dtype), "--group-by-length", "false"]
+def temper_sequential_cmd(a: argparse.Namespace, model: Path, data: Path, out: Path, dtype: str) -> list[str]:
+    return [*temper_cmd(a, model, data, out, dtype), "--train-sampling-strategy", "sequential"]
 
 
 def installed(a: argparse.Namespace, tool: str) -> str | None:
@@ -143,7 +143,7 @@ def installed(a: argparse.Namespace, tool: str) -> str | None:
         "swift": a.swift_venv / "bin" / "swift",
         "temper": Path(sys.executable).parent / "temper",
         "temper-compile": Path(sys.executable).parent / "temper",
-        "temper-random": Path(sys.executable).parent / "temper",
+        "temper-sequential": Path(sys.executable).parent / "temper",
     }.get(tool)
     return None if exe is None or exe.exists() else f"not installed ({exe} missing; see bench/README.md)"
 
@@ -154,7 +154,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Path, Path, str], list[s
     "swift": swift_cmd,
     "temper": temper_cmd,
     "temper-compile": temper_compile_cmd,
-    "temper-random": temper_random_cmd,
+    "temper-sequential": temper_sequential_cmd,
 }
 
 # ---------------------------------------------------------------- reading each tool's per-step logs

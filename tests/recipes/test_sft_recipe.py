@@ -127,15 +127,17 @@ class PaddingOfBatches(TrainerCallback):
 
     def __init__(self) -> None:
         self.ratio = -1.0
+        self.lengths: list[list[int]] = []
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         masks = [batch["attention_mask"] for batch in kw["train_dataloader"]]
+        self.lengths = [m.sum(1).tolist() for m in masks]
         self.ratio = 1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
 
-def test_group_by_length_decides_the_batch_order(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    """Default: the Trainer's length-grouped sampler (batches of similar length, little padding);
-    `--group-by-length false`: its random order, whose batches mix short and long samples."""
+def test_train_sampling_strategy_decides_the_batch_order(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """Default: the Trainer's length-grouped sampler (batches of similar length, little padding); `random`: its
+    random order, whose batches mix short and long samples; `sequential`: file order, here short/long in turn."""
     rows = [
         {"messages": [{"role": "user", "content": f"{i} " + "word " * (1 if i % 2 else 20)}, {"role": "assistant", "content": "ok"}]}
         for i in range(64)
@@ -143,12 +145,13 @@ def test_group_by_length_decides_the_batch_order(tiny_llama_dir: Path, tmp_path:
     data = tmp_path / "rows.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     ratios = {}
-    for grouped in (True, False):
+    for how in ("group_by_length", "random", "sequential"):
         probe = PaddingOfBatches()
-        out = tmp_path / f"run-{grouped}"
-        train_sft(
-            make_cfg(tiny_llama_dir, data, out, "--max-steps", "1", "--group-by-length", str(grouped)),
-            [probe],
+        cfg = make_cfg(
+            tiny_llama_dir, data, tmp_path / how, "--max-steps", "1", "--train-sampling-strategy", how
         )
-        ratios[grouped] = probe.ratio
-    assert 0 <= ratios[True] < ratios[False] / 2, ratios
+        train_sft(cfg, [probe])
+        ratios[how], lengths = probe.ratio, probe.lengths
+    assert 0 <= ratios["group_by_length"] < ratios["random"] / 2, ratios
+    # File order: long, short, long, short ... (row i is long when i is even), in every batch.
+    assert all(b[0] > b[1] and b[2] > b[3] for b in lengths), lengths

@@ -83,6 +83,10 @@ class TuneCfg:
         check_choice("quantization", self.quantization, [None, "4bit", "8bit"])
 
 
+# The Trainer's `train_sampling_strategy` values temper's SFT rows support (batch_rebalance is data-parallel only).
+SAMPLING = ["group_by_length", "random", "sequential"]
+
+
 @dataclass
 class TrainCfg:
     output_dir: str = field("runs/sft", help="run directory (created; resumed with --resume auto)")
@@ -99,10 +103,10 @@ class TrainCfg:
     seed: int = field(42, help="seed for data sampling, init and shuffling")
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
-    group_by_length: bool = field(
-        True,
-        help="sft: batch samples of similar length (little padding); false: the Trainer's random order, as the "
-        "plain Trainer and LLaMA-Factory default to (more padding, slower)",
+    train_sampling_strategy: str = field(
+        "group_by_length",
+        help="sft sample order (the Trainer's option): group_by_length (batches of similar length, little "
+        "padding), random (the Trainer's default) or sequential (file order, as the bench's peers train)",
     )
     torch_compile: bool = field(
         False,
@@ -123,6 +127,7 @@ class TrainCfg:
 
     def __post_init__(self) -> None:
         check_choice("bf16", str(self.bf16).lower(), ["auto", "true", "false"])
+        check_choice("train_sampling_strategy", self.train_sampling_strategy, SAMPLING)
         self.bf16 = str(self.bf16).lower()
         check_range("learning_rate", self.learning_rate, 0, 1)
         check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)

@@ -147,7 +147,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         cfg=cfg.train,
         run_dir=run_dir,
         loss_fn=sft_loss,
-        group_by_length=cfg.train.group_by_length and not cfg.data.packing,
+        sampling=_sampling(cfg),
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
         callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],
     )
@@ -162,6 +162,12 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         )
         _report_end(result)
     return result
+
+
+def _sampling(cfg: SFTConfig) -> str:
+    """Packed rows all have max_length tokens: grouping them by length would only cost the sort."""
+    strategy = cfg.train.train_sampling_strategy
+    return "random" if cfg.data.packing and strategy == "group_by_length" else strategy
 
 
 def _generation_eval(cfg: SFTConfig, val_records: list[Any], run_dir: Path) -> list[Any]:
@@ -197,10 +203,12 @@ def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], c
     # printed at the end.
     if cfg.data.packing:
         order = list(range(len(lengths)))
-    elif cfg.train.group_by_length:
+    elif cfg.train.train_sampling_strategy == "group_by_length":
         order = length_grouped_order(lengths, bs, cfg.train.seed)
-    else:
+    elif cfg.train.train_sampling_strategy == "random":
         order = random.Random(cfg.train.seed).sample(range(len(lengths)), len(lengths))
+    else:
+        order = list(range(len(lengths)))
     ratio = padding_ratio(batches_of(lengths, order, bs))
     msg = (
         f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val "

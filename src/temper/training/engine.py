@@ -178,7 +178,7 @@ def build_training_args(
     has_eval: bool,
     metric_for_best_model: str | None,
     greater_is_better: bool | None,
-    group_by_length: bool = False,
+    sampling: str = "random",
     extra_args: dict[str, Any] | None = None,
 ) -> TrainingArguments:
     """TrainCfg -> TrainingArguments. Per-epoch eval/save unless steps are given."""
@@ -218,8 +218,8 @@ def build_training_args(
         report_to=[r for r in cfg.report_to if r != "none"] or "none",
         remove_unused_columns=False,  # our collators build exactly the tensors the objective needs
         dataloader_num_workers=0,
-        # Batches of similar lengths waste less on padding (the collator pads to the longest in the batch).
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        # group_by_length: batches of similar lengths waste less on padding (the collator pads to the longest).
+        train_sampling_strategy=sampling,
         disable_tqdm=True,  # RichProgress replaces it
         use_cpu=not torch.cuda.is_available(),
         # Our objectives touch every trainable parameter; searching for unused ones costs a graph walk per step.
@@ -244,7 +244,7 @@ def train(
     greater_is_better: bool | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     save_model: bool = True,
-    group_by_length: bool = False,
+    sampling: str = "random",
     extra_args: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train with the transformers Trainer and save the final weights + tokenizer into run_dir."""
@@ -257,7 +257,7 @@ def train(
         eval_dataset is not None,
         metric_for_best_model,
         greater_is_better,
-        group_by_length,
+        sampling,
         extra_args,
     )
     if cfg.torch_compile:
