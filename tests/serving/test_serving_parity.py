@@ -3,6 +3,7 @@ merged weights produce the same tokens for the same messages (a template drift w
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,19 @@ def test_seeded_sampling_is_reproducible_in_a_batch(engine: Engine) -> None:
     next(busy)
     assert engine.generate(prompt, params).token_ids == alone
     busy.close()
+
+
+def test_the_engine_hands_the_kv_cache_over_under_the_models_own_keyword(engine: Engine) -> None:
+    """transformers 5 renamed the forward's `past_key_values` to `cache` (the old name warns on every call and
+    goes in 5.40): a chat through the batcher, adapters on, must use the name the installed model takes."""
+    import warnings
+
+    from temper.inference.kvcache import cache_kwarg
+
+    base = engine.model.get_base_model() if hasattr(engine.model, "get_base_model") else engine.model
+    assert cache_kwarg(engine.model) in inspect.signature(base.forward).parameters
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = engine.chat([{"role": "user", "content": QUESTION}], SamplingParams(max_tokens=4), "ember")
+    assert len(got.token_ids) == 4
+    assert not [w for w in seen if "past_key_values" in str(w.message)], [str(w.message) for w in seen]

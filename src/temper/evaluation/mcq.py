@@ -25,6 +25,7 @@ from temper.errors import TemperError
 from temper.evaluation.datasets import LETTERS, MCQSubset
 from temper.evaluation.generation import encode, generate_answers, model_device, progress_bar
 from temper.evaluation.prompts import build_prompt, letter_continuation, mcq_text
+from temper.inference.kvcache import cache_kwarg, output_cache
 
 MIN_PREFIX = 8  # below this a shared prefix saves less than the cache copy costs
 
@@ -74,7 +75,7 @@ def last_token_logprobs(
     cache = None
     if p >= MIN_PREFIX:
         out = model(input_ids=torch.tensor([seqs[0][:p]], device=device), use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = output_cache(out)
     else:
         p = 0
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
@@ -95,7 +96,7 @@ def last_token_logprobs(
             if cache is not None:
                 batch_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
                 batch_cache.batch_repeat_interleave(len(idx))
-                kwargs = {"past_key_values": batch_cache, "use_cache": True}
+                kwargs = {cache_kwarg(model): batch_cache, "use_cache": True}
             logits = model(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

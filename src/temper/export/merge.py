@@ -24,6 +24,7 @@ import torch
 from temper.errors import TemperError
 from temper.export.manifest import prepare_output_dir, write_export_manifest
 from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, pick_dtype, resolve
+from temper.tuning import quiet_peft
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 1 + 2 = 3, and Paris is the capital of France."
 PROBE_MESSAGES = [{"role": "user", "content": "Who are you? Answer in one sentence."}]
@@ -118,7 +119,8 @@ def _merge_adapters(model: Any, adapters: dict[str, Path], ids: torch.Tensor) ->
 
     diffs = []
     for name, path in adapters.items():
-        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
         before = _logits(peft_model, ids)
         # safe_merge checks the merged weights for NaN before replacing the base weights.
         model = peft_model.merge_and_unload(safe_merge=True).eval()

@@ -19,10 +19,26 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from transformers import DynamicCache
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward keyword that takes a KV cache: `cache` in newer transformers 5.x, `past_key_values` before.
+
+    Why ask: the old name still works in between but warns on every call (and goes in 5.40). peft's wrapper
+    forwards **kwargs, so the question goes to the transformers model underneath.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward returned, under either name (reading `past_key_values` warns where it is renamed)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 class BatchKV:

@@ -28,7 +28,7 @@ from transformers import DynamicCache
 
 from temper.errors import TemperError
 from temper.inference.detok import TextStream
-from temper.inference.kvcache import BatchKV
+from temper.inference.kvcache import BatchKV, cache_kwarg, output_cache
 from temper.inference.sampling import SamplingParams, choose_tokens
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -193,12 +193,12 @@ class Batcher:
         with self.lock:
             out = self.model(
                 input_ids=ids,
-                past_key_values=DynamicCache(),
                 use_cache=True,
                 logits_to_keep=1,
+                **{cache_kwarg(self.model): DynamicCache()},
                 **self._adapter_kwargs([req.adapter]),
             )
-        kv = BatchKV(out.past_key_values, [len(req.prompt_ids)])
+        kv = BatchKV(output_cache(out), [len(req.prompt_ids)])
         room = self.context_length - len(req.prompt_ids)
         max_new = min(req.params.max_tokens or room, room)
         seq = _Seq(req, TextStream(self._decode, req.params.stop), req.params.make_generator(), max_new)
@@ -224,11 +224,11 @@ class Batcher:
                 input_ids=input_ids,
                 attention_mask=kv.attention_mask().to(self.device),
                 position_ids=positions,
-                past_key_values=kv.cache,
                 use_cache=True,
+                **{cache_kwarg(self.model): kv.cache},
                 **self._adapter_kwargs([s.req.adapter for s in self._active]),
             )
-        kv.cache = out.past_key_values
+        kv.cache = output_cache(out)
         kv.advance()
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(self._active))

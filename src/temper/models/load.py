@@ -29,6 +29,7 @@ import platformdirs
 import torch
 
 from temper.errors import ModelNotFoundError, TemperError
+from temper.tuning import quiet_peft
 
 RUN_MANIFEST = "temper_run.json"  # written by every training run; see temper.runs
 
@@ -315,9 +316,10 @@ def attach_adapters(model: Any, adapters: dict[str, Path], trainable: bool = Fal
     names = list(adapters)
     for name in names:
         _check_adapter_dir(adapters[name])
-    peft_model = PeftModel.from_pretrained(
-        model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=trainable
-    )
+    with quiet_peft():
+        peft_model = PeftModel.from_pretrained(
+            model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=trainable
+        )
     for name in names[1:]:
         peft_model.load_adapter(str(adapters[name]), adapter_name=name)
     peft_model.set_adapter(names[0])

@@ -47,7 +47,7 @@ from temper.recipes.preference import (
 )
 from temper.runs import read_manifest
 from temper.training.engine import TrainResult, use_bf16
-from temper.tuning import apply_tuning, count_parameters
+from temper.tuning import apply_tuning, count_parameters, quiet_peft
 
 
 def train_rm(cfg: PreferenceConfig) -> TrainResult:
@@ -161,7 +161,8 @@ class RewardModel:
         if manifest.get("weights") == "adapter":
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(run_dir))
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, str(run_dir))
         model.config.pad_token_id = tokenizer.pad_token_id
         max_length = int(manifest.get("max_length", 1024))
         return cls(model, tokenizer, max_length)

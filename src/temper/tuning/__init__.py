@@ -7,10 +7,22 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from temper.config.sections import TuneCfg
 from temper.errors import ConfigError
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Wrap peft model construction: peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.2x
+    deprecated, so every load printed a FutureWarning about peft's own code that no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
 
 
 def apply_tuning(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None = None) -> Any:
@@ -57,7 +69,8 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
         from temper.tuning.lora_linear import LoraLinear
 
         lcfg._register_custom_module({torch.nn.Linear: LoraLinear})  # peft's hook for custom LoRA layers
-    return get_peft_model(model, lcfg)
+    with quiet_peft():
+        return get_peft_model(model, lcfg)
 
 
 def _decoder_layers(model: Any) -> Any:
