@@ -47,6 +47,13 @@ ALIASES: dict[str, str] = {
     "threads": "num_threads",
 }
 
+# Keys that other tools (or transformers 4) spell with another meaning: no alias can carry the value over, so
+# the error says what to write instead.
+RENAMED: dict[str, str] = {
+    "group_by_length": "transformers 5 replaced it: write `train_sampling_strategy: group_by_length` (true) or "
+    "`random` (false); `sequential` keeps file order.",
+}
+
 
 def field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:  # noqa: A002
     """A dataclass field with a help string (mutable defaults go through default_factory)."""
@@ -162,7 +169,9 @@ class ComposedConfig:
             if key not in keys:
                 close = difflib.get_close_matches(key, list(keys) + list(ALIASES), n=1, cutoff=0.6)
                 hint = (
-                    f"Did you mean `{ALIASES.get(close[0], close[0])}`?"
+                    RENAMED[key]
+                    if key in RENAMED
+                    else f"Did you mean `{ALIASES.get(close[0], close[0])}`?"
                     if close
                     else "See --help for every key."
                 )

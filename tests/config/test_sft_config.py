@@ -1,0 +1,94 @@
+"""SFTConfig parsing: YAML keys and flags are the same keys, aliases, overrides, errors that name the key,
+and a --help that lists every option with its default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from temper.cli import main
+from temper.config import ALIASES, SFTConfig
+from temper.errors import ConfigError
+
+
+def test_yaml_keys_and_flags_give_the_same_config(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "model: smollm2-135m-instruct\ndataset: [a.json, b.json#20]\nlora_rank: 4\nlearning_rate: 3.0e-4\n"
+        "num_train_epochs: 2\ntrain_sampling_strategy: sequential\npacking: true\n"
+    )
+    flags = [
+        "--model", "smollm2-135m-instruct", "--dataset", "a.json", "--dataset", "b.json#20",
+        "--lora-rank", "4", "--learning-rate", "3e-4", "--num-train-epochs", "2",
+        "--train-sampling-strategy", "sequential", "--packing",
+    ]  # fmt: skip
+    from_yaml, from_flags = SFTConfig.from_sources(path, []), SFTConfig.from_sources(None, flags)
+    assert from_yaml.to_dict() == from_flags.to_dict()
+    assert (from_yaml.tune.lora_rank, from_yaml.train.learning_rate, from_yaml.data.packing) == (
+        4,
+        3e-4,
+        True,
+    )
+    assert from_yaml.data.dataset == ["a.json", "b.json#20"]
+
+
+def test_flags_override_the_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("lora_rank: 4\nlearning_rate: 3.0e-4\n")
+    cfg = SFTConfig.from_sources(path, ["--lora-rank", "16"])
+    assert (cfg.tune.lora_rank, cfg.train.learning_rate) == (16, 3e-4)
+
+
+def test_short_spellings_are_aliases_of_the_trainer_names() -> None:
+    short = SFTConfig.from_sources(
+        None,
+        ["--lr", "1e-3", "--epochs", "2", "--batch-size", "3", "--grad-accum", "5", "--cutoff-len", "64"],
+    )
+    canonical = SFTConfig.from_sources(
+        None,
+        [
+            "--learning-rate", "1e-3", "--num-train-epochs", "2", "--per-device-train-batch-size", "3",
+            "--gradient-accumulation-steps", "5", "--max-length", "64",
+        ],
+    )  # fmt: skip
+    assert short.to_dict() == canonical.to_dict()
+    assert short.train.per_device_train_batch_size == 3 and short.data.max_length == 64
+
+
+def test_an_unknown_key_suggests_the_closest_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'lora_rnak'") as err:
+        SFTConfig.from_sources(None, ["--lora-rnak", "8"])
+    assert "Did you mean `lora_rank`?" in str(err.value.hint)
+    path = tmp_path / "typo.yaml"
+    path.write_text("learnig_rate: 1.0e-4\n")
+    with pytest.raises(ConfigError, match="typo.yaml: unknown key 'learnig_rate'") as err:
+        SFTConfig.from_sources(path, [])
+    assert "`learning_rate`" in str(err.value.hint)
+
+
+def test_a_renamed_trainer_key_says_what_to_write_instead() -> None:
+    with pytest.raises(ConfigError, match="unknown key 'group_by_length'") as err:
+        SFTConfig.from_sources(None, ["--group-by-length", "true"])
+    assert "train_sampling_strategy: group_by_length" in str(err.value.hint)
+
+
+def test_a_bad_value_names_the_key_and_the_choices() -> None:
+    with pytest.raises(ConfigError, match="train_sampling_strategy: got 'shuffle'"):
+        SFTConfig.from_sources(None, ["--train-sampling-strategy", "shuffle"])
+    with pytest.raises(ConfigError, match="tuning"):
+        SFTConfig.from_sources(None, ["--tuning", "lorra"])
+
+
+def test_help_lists_every_option_with_its_default_and_the_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["sft", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    options = SFTConfig.keys()  # a classmethod: every config key -> (section, field)
+    for key in options:
+        assert "--" + key.replace("_", "-") in text, key
+    assert text.count("(default:") >= len(options)
+    for alias, target in ALIASES.items():
+        if target in options:
+            assert "--" + alias.replace("_", "-") in text, alias
