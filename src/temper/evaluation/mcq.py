@@ -72,7 +72,7 @@ def last_token_logprobs(
     """log_softmax of the next-token logits after each sequence (float32, shape [vocab] each)."""
     device = model_device(model)
     p = common_prefix_len(seqs) if prefix_cache else 0
-    cache = None
+    cache, cache_kw = None, cache_kwarg(model)
     if p >= MIN_PREFIX:
         out = model(input_ids=torch.tensor([seqs[0][:p]], device=device), use_cache=True, logits_to_keep=1)
         cache = output_cache(out)
@@ -96,7 +96,7 @@ def last_token_logprobs(
             if cache is not None:
                 batch_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
                 batch_cache.batch_repeat_interleave(len(idx))
-                kwargs = {cache_kwarg(model): batch_cache, "use_cache": True}
+                kwargs = {cache_kw: batch_cache, "use_cache": True}
             logits = model(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

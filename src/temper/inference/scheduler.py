@@ -102,6 +102,7 @@ class Batcher:
         self.max_queue = max_queue
         self.lock = threading.Lock()
         self._peft = hasattr(model, "peft_config")
+        self._cache_kw = cache_kwarg(model)  # fixed per model: not looked up again on every decode step
         self.device = next(model.parameters()).device
         self._cond = threading.Condition()
         self._waiting: deque[GenRequest] = deque()
@@ -195,7 +196,7 @@ class Batcher:
                 input_ids=ids,
                 use_cache=True,
                 logits_to_keep=1,
-                **{cache_kwarg(self.model): DynamicCache()},
+                **{self._cache_kw: DynamicCache()},
                 **self._adapter_kwargs([req.adapter]),
             )
         kv = BatchKV(output_cache(out), [len(req.prompt_ids)])
@@ -225,7 +226,7 @@ class Batcher:
                 attention_mask=kv.attention_mask().to(self.device),
                 position_ids=positions,
                 use_cache=True,
-                **{cache_kwarg(self.model): kv.cache},
+                **{self._cache_kw: kv.cache},
                 **self._adapter_kwargs([s.req.adapter for s in self._active]),
             )
         kv.cache = output_cache(out)

@@ -199,13 +199,12 @@ def _base_for_manifest(base_name: str, ref: Any) -> str:
 def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], cfg: SFTConfig) -> str:
     lengths = [len(r["input_ids"]) for r in train_rows]
     bs = cfg.train.per_device_train_batch_size
-    # Estimated with the order the sampler uses (a seeded shuffle for the random one); the measured ratio is
-    # printed at the end.
-    if cfg.data.packing:
-        order = list(range(len(lengths)))
-    elif cfg.train.train_sampling_strategy == "group_by_length":
+    # Estimated with the order the sampler uses (a seeded shuffle for the random one; file order for packed rows,
+    # as before); the measured ratio is printed at the end.
+    strategy = "sequential" if cfg.data.packing else cfg.train.train_sampling_strategy
+    if strategy == "group_by_length":
         order = length_grouped_order(lengths, bs, cfg.train.seed)
-    elif cfg.train.train_sampling_strategy == "random":
+    elif strategy == "random":
         order = random.Random(cfg.train.seed).sample(range(len(lengths)), len(lengths))
     else:
         order = list(range(len(lengths)))
