@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import temper.models.attention as attention
+from temper.inference.kvcache import cache_kwarg, output_cache
 from temper.models.attention import pick_attention
 
 
@@ -77,7 +78,8 @@ def test_decoding_with_a_kv_cache_matches_eager(tiny_llama_dir: Path, query_bloc
             seqs[attn] = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
             full = model(input_ids=seqs[attn]).logits  # the whole sequence in one causal pass
             step = model(input_ids=seqs[attn][:, :-1], use_cache=True)
-            nxt = model(input_ids=seqs[attn][:, -1:], past_key_values=step.past_key_values).logits
+            cache = {cache_kwarg(model): output_cache(step)}  # the installed transformers' name for it
+            nxt = model(input_ids=seqs[attn][:, -1:], **cache).logits
         assert float((nxt[0, -1] - full[0, -1]).abs().max()) < 0.05 * float(full.abs().max())
     assert torch.equal(seqs["eager"], seqs["temper"])
 
