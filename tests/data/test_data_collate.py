@@ -1,4 +1,5 @@
-"""Padding, length grouping and packing; a packed batch gives the same per-sample losses as unpacked."""
+"""Padding, length grouping, padding-free batches and packing: a packed batch gives the same per-sample losses as
+unpacked, a padding-free batch the same loss and gradients as the padded one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from temper.data.collate import (
     IGNORE,
     PackedCollator,
     PadCollator,
+    PaddingFreeCollator,
     batches_of,
     length_grouped_order,
     pack_samples,
@@ -104,3 +106,40 @@ def test_packed_batch_gives_the_same_per_sample_losses(
         assert got[key] == pytest.approx(value, abs=1e-5)
     # The model's own mean loss over the packed batch equals the token-weighted mean of the unpacked one.
     assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize(("attn", "dtype"), [("temper", torch.bfloat16), ("sdpa", torch.float32)])
+def test_padding_free_batch_gives_the_padded_loss_and_gradients(
+    tiny_llama_dir: Path, tok: Any, lf: Path, attn: str, dtype: torch.dtype
+) -> None:
+    """The SFT objective on real rows of three lengths: one padded batch against the same rows end to end in
+    one row. temper's kernel attends per sample from the boundaries; sdpa gets transformers' block-diagonal mask."""
+    from transformers import AutoModelForCausalLM
+
+    import temper.models.attention  # noqa: F401  (registers "temper" with transformers)
+    from temper.objectives.sft import sft_loss
+
+    records = load_records(
+        [str(lf / "alpaca_en_demo.json#3"), str(lf / "glaive_toolcall_en_demo.json#1")], seed=5
+    )
+    samples, _ = encode_dataset(records, tok, 1024)
+    lengths = [len(s["input_ids"]) for s in samples]
+    assert len(set(lengths)) > 2  # padding to the longest is real work here
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=dtype, attn_implementation=attn)
+    padded, free = PadCollator(tok)(samples), PaddingFreeCollator(tok)(samples)
+    assert free["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in free
+    assert free["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert free.pop("num_tokens") == sum(lengths) == int(padded["attention_mask"].sum())
+    results = []
+    for batch in (padded, free):
+        model.zero_grad()
+        loss, _ = sft_loss(model, batch)
+        loss.backward()
+        results.append(
+            (float(loss.detach()), torch.cat([p.grad.flatten().float() for p in model.parameters()]))
+        )
+    (pad_loss, pad_grad), (free_loss, free_grad) = results
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    assert free_loss == pytest.approx(pad_loss, rel=tol)
+    assert float((free_grad - pad_grad).norm() / pad_grad.norm()) < tol

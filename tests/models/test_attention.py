@@ -39,7 +39,7 @@ def _batch() -> dict[str, torch.Tensor]:
 
 def _max_gap(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
     keep = mask.bool()
-    return float((a.float()[keep] - b.float()[keep]).abs().max())
+    return float((a.detach().float()[keep] - b.detach().float()[keep]).abs().max())
 
 
 def test_forward_and_backward_match_eager_with_padding(tiny_llama_dir: Path, query_block: int) -> None:
@@ -165,3 +165,26 @@ def test_query_blocks_equal_one_block_with_and_without_a_mask(monkeypatch: pytes
         for a, b in zip(grads, ref_grads, strict=True):
             assert float((a - b).norm()) < 0.02 * float(b.norm()), key
     assert all(bool(t.abs().sum() > 0) for t in ref_grads)
+
+
+def test_padding_free_rows_attend_per_sample() -> None:
+    """With the collator's sample boundaries (cu_seq_lens_q) the kernel attends within each sample, and needs no
+    mask to do it: output and gradients equal each sample's own causal attention. Without them, the same row
+    with no mask would be one causal sequence (the last check: the boundaries are what made the difference)."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, h, 45, 16, generator=g, dtype=torch.bfloat16) for h in (6, 2, 2))
+    module = torch.nn.Module()
+    module.is_causal = True  # type: ignore[assignment]
+    bounds = torch.tensor([0, 15, 45], dtype=torch.int32)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out, _ = attention.temper_attention_forward(module, *leaves, None, cu_seq_lens_q=bounds)
+    out.float().square().sum().backward()
+    for s, e in ((0, 15), (15, 45)):
+        alone = [t[:, :, s:e].clone().requires_grad_(True) for t in (q, k, v)]
+        ref, _ = attention.temper_attention_forward(module, *alone, None)
+        ref.float().square().sum().backward()
+        assert torch.equal(out[:, s:e], ref)
+        for leaf, part in zip(leaves, alone, strict=True):
+            assert torch.allclose(leaf.grad[:, :, s:e].float(), part.grad.float(), atol=1e-2)  # type: ignore[index, union-attr]
+    whole, _ = attention.temper_attention_forward(module, q, k, v, None)
+    assert not torch.allclose(whole[:, 15:].float(), out[:, 15:].float(), atol=1e-2)

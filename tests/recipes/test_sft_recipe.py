@@ -155,3 +155,48 @@ def test_train_sampling_strategy_decides_the_batch_order(tiny_llama_dir: Path, t
     assert 0 <= ratios["group_by_length"] < ratios["random"] / 2, ratios
     # File order: long, short, long, short ... (row i is long when i is even), in every batch.
     assert all(b[0] > b[1] and b[2] > b[3] for b in lengths), lengths
+
+
+class BatchesSeen(TrainerCallback):
+    """At the end of training, the batches the Trainer's own dataloader yields."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, Any]] = []
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.batches = list(kw["train_dataloader"])
+
+
+def test_padding_free_batches_hold_their_samples_end_to_end(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """`--padding-free true`: each batch is one row of its samples, with the boundaries, and the run learns;
+    `auto` turns it on for the orders that leave padding, with temper's attention kernel or flash-attention
+    (sdpa, as here, keeps padded batches)."""
+    from temper.recipes.sft import _padding_free
+
+    data = write_rows(tmp_path / "rows.jsonl")
+    probe = BatchesSeen()
+    cfg = make_cfg(tiny_llama_dir, data, tmp_path / "free", "--max-steps", "12", "--padding-free", "true")
+    train_sft(cfg, [probe])
+    losses = [r["loss"] for r in read_metrics(tmp_path / "free") if "loss" in r]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    assert probe.batches and all(
+        b["input_ids"].shape[0] == 1 and "attention_mask" not in b for b in probe.batches
+    )
+    for b in probe.batches:
+        bounds = b["cu_seq_lens_q"].tolist()
+        assert len(bounds) == 5 and bounds[-1] == b["input_ids"].shape[1]  # 4 samples per batch, no padding
+        starts = (b["position_ids"][0] == 0).nonzero().flatten().tolist()
+        assert starts == bounds[:-1]
+    auto = make_cfg(tiny_llama_dir, data, tmp_path / "auto", "--train-sampling-strategy", "random")
+    assert auto.data.padding_free == "auto"
+    assert not _padding_free(auto, "sdpa") and _padding_free(auto, "temper")
+    assert _padding_free(auto, "flash_attention_2")
+    grouped = make_cfg(tiny_llama_dir, data, tmp_path / "g")  # the default order: little padding to save
+    assert not _padding_free(grouped, "temper")
+    compiled = make_cfg(
+        tiny_llama_dir, data, tmp_path / "c", "--train-sampling-strategy", "random", "--torch-compile", "true"
+    )
+    assert not _padding_free(compiled, "temper")  # compiled layers cannot read the boundaries
+    probe = BatchesSeen()
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "padded", "--max-steps", "1"), [probe])
+    assert all(b["attention_mask"].shape[0] == 4 for b in probe.batches)

@@ -44,6 +44,12 @@ class DataCfg:
         "truncate", help="rows longer than max_length: truncate or drop (counted either way)"
     )
     packing: bool = field(False, help="concatenate samples into rows of max_length without cross-attention")
+    padding_free: str = field(
+        "auto",
+        help="each batch as one row of its samples end to end, no padding and no cross-sample attention (TRL's "
+        "name): auto (on for the random and sequential orders where the attention kernel attends per sample: "
+        "temper's CPU kernel outside torch_compile, flash-attention), true or false",
+    )
     val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
     system: str | None = field(None, help="system prompt used when a row has none")
     model_name: str | None = field(None, help="fills {{name}} / {{NAME}} placeholders in the data")
@@ -57,6 +63,8 @@ class DataCfg:
 
         check_choice("format", self.format, ["auto", *FORMATS])
         check_choice("truncation", self.truncation, ["truncate", "drop"])
+        check_choice("padding_free", str(self.padding_free).lower(), ["auto", "true", "false"])
+        self.padding_free = str(self.padding_free).lower()
         check_range("max_length", self.max_length, 8, None)
         check_range("val_size", self.val_size, 0, None)
         check_choice("eval_dataset", self.eval_dataset, [None, "general_qa"])

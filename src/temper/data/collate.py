@@ -12,6 +12,7 @@ packed batch carries `use_cache=False`. tests/data/test_collate.py checks per-sa
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -143,6 +144,33 @@ class PackedCollator:
             "use_cache": False,
             "num_tokens": real,
         }
+
+
+class PaddingFreeCollator:
+    """A batch as one row: its samples end to end, position ids restarting at 0 for each, and no padding at all.
+
+    The same samples and labels as `PadCollator` gives (a sample's first label is never predicted in either), so
+    the loss is the same; what goes is the padding. `cu_seq_lens_q/k` and `max_length_q/k` are transformers'
+    names for the sample boundaries: flash-attention runs its variable-length kernel on them and temper's CPU
+    kernel attends within each sample; sdpa and eager get the block-diagonal mask that transformers builds
+    from the restarting position ids.
+
+    >>> b = PaddingFreeCollator(0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+    >>> b["input_ids"].tolist(), b["position_ids"].tolist(), b["cu_seq_lens_q"].tolist()
+    ([[5, 6, 7, 8, 9]], [[0, 1, 2, 0, 1]], [0, 3, 5])
+    """
+
+    def __init__(self, pad: int | Any) -> None:
+        self.packed = PackedCollator(pad)
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.packed([_join(features)])
+        lengths = [len(f["input_ids"]) for f in features]
+        bounds = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+        batch.update(
+            cu_seq_lens_q=bounds, cu_seq_lens_k=bounds, max_length_q=max(lengths), max_length_k=max(lengths)
+        )
+        return batch
 
 
 def length_grouped_order(

@@ -18,6 +18,17 @@ import torch.nn.functional as F
 
 from temper.objectives.head_ce import fused_head_ok, head_cross_entropy_sum
 
+# What a batch hands the model: padding-free batches add transformers' sample-boundary kwargs (data/collate.py).
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "cu_seq_lens_q",
+    "cu_seq_lens_k",
+    "max_length_q",
+    "max_length_k",
+)
+
 
 def unwrap_model(model: Any) -> Any:
     """The transformers model under peft/DDP wrappers (LoRA layers are injected in place, so they still run)."""
@@ -35,7 +46,7 @@ def final_hidden_states(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Te
     Going through `model(...)` rather than the decoder directly matters under DDP: the wrapper's forward is
     what arms its gradient all-reduce hooks. An empty `logits_to_keep` makes the LM head compute nothing.
     """
-    kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    kwargs = {k: inputs[k] for k in MODEL_INPUTS if k in inputs}
     no_logits = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
     out = model(**kwargs, use_cache=False, logits_to_keep=no_logits, output_hidden_states=True)
     hidden: torch.Tensor = out.hidden_states[-1]

@@ -22,6 +22,7 @@ from temper.config import SFTConfig
 from temper.data.collate import (
     PackedCollator,
     PadCollator,
+    PaddingFreeCollator,
     batches_of,
     length_grouped_order,
     pack_samples,
@@ -30,6 +31,7 @@ from temper.data.collate import (
 from temper.data.load import load_config_records, split_validation
 from temper.data.templates import prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
+from temper.models.attention import NAME as ATTENTION
 from temper.models.load import load_causal_lm, pick_dtype, resolve
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import fingerprint_files, write_manifest
@@ -92,12 +94,16 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     val_rows, _ = encode_dataset(
         val_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
     )
-    collator: Any = PadCollator(tokenizer.pad_token_id)
+    padding_free = _padding_free(cfg, model.config._attn_implementation)
+    collator: Any = (
+        PaddingFreeCollator(tokenizer.pad_token_id) if padding_free else PadCollator(tokenizer.pad_token_id)
+    )
     if cfg.data.packing:
         train_rows = pack_samples(train_rows, cfg.data.max_length)
         val_rows = pack_samples(val_rows, cfg.data.max_length) if val_rows else val_rows
         collator = PackedCollator(tokenizer.pad_token_id)
-    _say(state, _data_line(stats, train_rows, val_rows, cfg))
+    sampling = _sampling(cfg)
+    _say(state, _data_line(stats, train_rows, val_rows, cfg, sampling, padding_free))
 
     # 4. Tuning: which parameters train.
     if cfg.train.gradient_checkpointing:
@@ -147,7 +153,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         cfg=cfg.train,
         run_dir=run_dir,
         loss_fn=sft_loss,
-        sampling=_sampling(cfg),
+        sampling=sampling,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
         callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],
     )
@@ -162,6 +168,21 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         )
         _report_end(result)
     return result
+
+
+def _padding_free(cfg: SFTConfig, attn: str) -> bool:
+    """`auto`: on when the sample order leaves padding (random, sequential: length-grouped batches have little,
+    and padded ones measured 1.4% faster there) and attention runs per sample: temper's CPU kernel outside
+    torch.compile (compiled layers cannot read the boundaries without breaking the graph) and flash-attention's
+    varlen kernels. sdpa and eager would attend over the whole row under a block-diagonal mask, whose
+    cross-sample blocks can cost more than the padding saved. Packed rows have their own collator."""
+    if cfg.data.packing or cfg.data.padding_free == "false":
+        return False
+    if cfg.data.padding_free == "true":
+        return True
+    if cfg.train.train_sampling_strategy == "group_by_length":
+        return False
+    return attn.startswith("flash_attention") or (attn == ATTENTION and not cfg.train.torch_compile)
 
 
 def _sampling(cfg: SFTConfig) -> str:
@@ -196,13 +217,22 @@ def _base_for_manifest(base_name: str, ref: Any) -> str:
     return str(Path(base_name).resolve())
 
 
-def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], cfg: SFTConfig) -> str:
+def _data_line(
+    stats: EncodeStats,
+    train_rows: list[Any],
+    val_rows: list[Any],
+    cfg: SFTConfig,
+    sampling: str,
+    padding_free: bool,
+) -> str:
     lengths = [len(r["input_ids"]) for r in train_rows]
     bs = cfg.train.per_device_train_batch_size
     # Estimated with the order the sampler uses (a seeded shuffle for the random one; file order for packed rows,
-    # as before); the measured ratio is printed at the end.
-    strategy = "sequential" if cfg.data.packing else cfg.train.train_sampling_strategy
-    if strategy == "group_by_length":
+    # as before).
+    strategy = "sequential" if cfg.data.packing else sampling
+    if padding_free:
+        order: list[int] = []
+    elif strategy == "group_by_length":
         order = length_grouped_order(lengths, bs, cfg.train.seed)
     elif strategy == "random":
         order = random.Random(cfg.train.seed).sample(range(len(lengths)), len(lengths))
@@ -213,7 +243,7 @@ def _data_line(stats: EncodeStats, train_rows: list[Any], val_rows: list[Any], c
         f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val "
         f"{'packed rows' if cfg.data.packing else 'samples'}; of the {stats['n_rows']} train rows, truncated "
         f"{stats['n_truncated']}, dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); "
-        f"padding {100 * ratio:.1f}%"
+        f"padding {100 * ratio:.1f}%{' (padding-free batches)' if padding_free else ''}; order {sampling}"
     )
     return msg
 
