@@ -63,7 +63,8 @@ def temper_attention_forward(
     hkv, kv_len = key.shape[1], key.shape[2]
     causal_self = q_len == kv_len and getattr(module, "is_causal", False)
     segments = _segments(kwargs.get("cu_seq_lens_q"), b, q_len) if causal_self else None
-    n_scores = b * hq * (sum((e - s) ** 2 for s, e in segments) if segments else q_len * kv_len)
+    # Scores kept per layer; a padding-free row's samples are stacked to the longest of them (below).
+    n_scores = b * hq * (len(segments) * max(e - s for s, e in segments) ** 2 if segments else q_len * kv_len)
     if query.dtype == torch.float32 or n_scores > MAX_SCORES or query.device.type != "cpu":
         out, _ = sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
