@@ -47,8 +47,8 @@ class DataCfg:
     padding_free: str = field(
         "auto",
         help="each batch as one row of its samples end to end, no padding and no cross-sample attention (TRL's "
-        "name): auto (on for the random and sequential orders where the attention kernel attends per sample: "
-        "temper's CPU kernel outside torch_compile, flash-attention), true or false",
+        "name): auto (on when padded batches in the chosen order would be over 5% padding and the attention "
+        "kernel attends per sample: temper's CPU kernel outside torch_compile, flash-attention), true or false",
     )
     val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
     system: str | None = field(None, help="system prompt used when a row has none")

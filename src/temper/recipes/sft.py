@@ -94,7 +94,9 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     val_rows, _ = encode_dataset(
         val_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
     )
-    padding_free = _padding_free(cfg, model.config._attn_implementation)
+    sampling = _sampling(cfg)
+    padded = _padding_estimate([len(r["input_ids"]) for r in train_rows], cfg, sampling)
+    padding_free = _padding_free(cfg, model.config._attn_implementation, padded)
     collator: Any = (
         PaddingFreeCollator(tokenizer.pad_token_id) if padding_free else PadCollator(tokenizer.pad_token_id)
     )
@@ -102,8 +104,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         train_rows = pack_samples(train_rows, cfg.data.max_length)
         val_rows = pack_samples(val_rows, cfg.data.max_length) if val_rows else val_rows
         collator = PackedCollator(tokenizer.pad_token_id)
-    sampling = _sampling(cfg)
-    _say(state, _data_line(stats, train_rows, val_rows, cfg, sampling, padding_free))
+        padded = _padding_estimate([len(r["input_ids"]) for r in train_rows], cfg, sampling)
+    _say(state, _data_line(stats, train_rows, val_rows, cfg, sampling, padded, padding_free))
 
     # 4. Tuning: which parameters train.
     if cfg.train.gradient_checkpointing:
@@ -170,17 +172,24 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     return result
 
 
-def _padding_free(cfg: SFTConfig, attn: str) -> bool:
-    """`auto`: on when the sample order leaves padding (random, sequential: length-grouped batches have little,
-    and padded ones measured 1.4% faster there) and attention runs per sample: temper's CPU kernel outside
-    torch.compile (compiled layers cannot read the boundaries without breaking the graph) and flash-attention's
-    varlen kernels. sdpa and eager would attend over the whole row under a block-diagonal mask, whose
-    cross-sample blocks can cost more than the padding saved. Packed rows have their own collator."""
+# Padding share of the padded batches above which `--padding-free auto` turns on. Measured on the SFT bench's
+# batches (SmolLM2 LoRA, bf16, 1 thread, padded and padding-free alternated batch by batch): padding-free was
+# 0.986x at 1.2% padding (length-grouped), 1.178x at 24.2% (a random order), 1.291x at 34.8%: about break-even
+# at 3% (the stacking and cat around the attention call cost a little), so it waits for 5%.
+PADDING_FREE_ABOVE = 0.05
+
+
+def _padding_free(cfg: SFTConfig, attn: str, padded: float) -> bool:
+    """`auto`: on when padded batches in this order would waste more than PADDING_FREE_ABOVE and attention runs
+    per sample: temper's CPU kernel outside torch.compile (compiled layers cannot read the boundaries without
+    breaking the graph) and flash-attention's varlen kernels. sdpa and eager would attend over the whole row
+    under a block-diagonal mask, whose cross-sample blocks can cost more than the padding saved. Packed rows
+    have their own collator."""
     if cfg.data.packing or cfg.data.padding_free == "false":
         return False
     if cfg.data.padding_free == "true":
         return True
-    if cfg.train.train_sampling_strategy == "group_by_length":
+    if padded <= PADDING_FREE_ABOVE:
         return False
     return attn.startswith("flash_attention") or (attn == ATTENTION and not cfg.train.torch_compile)
 
@@ -217,35 +226,40 @@ def _base_for_manifest(base_name: str, ref: Any) -> str:
     return str(Path(base_name).resolve())
 
 
+def _padding_estimate(lengths: list[int], cfg: SFTConfig, sampling: str) -> float:
+    """Padding share of padded batches in the order the sampler uses (a seeded shuffle stands in for the random
+    one; packed rows go in file order)."""
+    bs = cfg.train.per_device_train_batch_size
+    strategy = "sequential" if cfg.data.packing else sampling
+    if strategy == "group_by_length":
+        order = length_grouped_order(lengths, bs, cfg.train.seed)
+    elif strategy == "random":
+        order = random.Random(cfg.train.seed).sample(range(len(lengths)), len(lengths))
+    else:
+        order = list(range(len(lengths)))
+    return padding_ratio(batches_of(lengths, order, bs))
+
+
 def _data_line(
     stats: EncodeStats,
     train_rows: list[Any],
     val_rows: list[Any],
     cfg: SFTConfig,
     sampling: str,
+    padded: float,
     padding_free: bool,
 ) -> str:
-    lengths = [len(r["input_ids"]) for r in train_rows]
-    bs = cfg.train.per_device_train_batch_size
-    # Estimated with the order the sampler uses (a seeded shuffle for the random one; file order for packed rows,
-    # as before).
-    strategy = "sequential" if cfg.data.packing else sampling
-    if padding_free:
-        order: list[int] = []
-    elif strategy == "group_by_length":
-        order = length_grouped_order(lengths, bs, cfg.train.seed)
-    elif strategy == "random":
-        order = random.Random(cfg.train.seed).sample(range(len(lengths)), len(lengths))
-    else:
-        order = list(range(len(lengths)))
-    ratio = padding_ratio(batches_of(lengths, order, bs))
-    msg = (
+    padding = (
+        f"padding 0% (padding-free batches; padded {100 * padded:.1f}%)"
+        if padding_free
+        else f"padding {100 * padded:.1f}%"
+    )
+    return (
         f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val "
         f"{'packed rows' if cfg.data.packing else 'samples'}; of the {stats['n_rows']} train rows, truncated "
         f"{stats['n_truncated']}, dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); "
-        f"padding {100 * ratio:.1f}%{' (padding-free batches)' if padding_free else ''}; order {sampling}"
+        f"{padding}; order {sampling}"
     )
-    return msg
 
 
 def _summary(result: TrainResult) -> dict[str, Any]:
