@@ -41,6 +41,7 @@ def held_out_losses(
     from temper.data.load import load_records
     from temper.data.tokenize import encode_dataset
     from temper.objectives.sft import sft_loss
+    from temper.tuning import quiet_peft
 
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     path = work / "heldout.json"
@@ -60,7 +61,8 @@ def held_out_losses(
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True).eval()
     out = {"base": loss_of(base)}
     for name, adapter in adapters.items():
-        model = PeftModel.from_pretrained(base, str(adapter)).eval()
+        with quiet_peft():  # peft's own deprecated-attribute read, as in temper's loaders
+            model = PeftModel.from_pretrained(base, str(adapter)).eval()
         out[name] = loss_of(model)
         base = model.unload()  # back to the plain base for the next adapter
     return out
