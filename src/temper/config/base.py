@@ -55,6 +55,11 @@ RENAMED: dict[str, str] = {
 }
 
 
+def _closest_key_hint(key: str, keys: list[str]) -> str:
+    close = difflib.get_close_matches(key, keys + list(ALIASES), n=1, cutoff=0.6)
+    return f"Did you mean `{ALIASES.get(close[0], close[0])}`?" if close else "See --help for every key."
+
+
 def field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:  # noqa: A002
     """A dataclass field with a help string (mutable defaults go through default_factory)."""
     meta = {"help": help}
@@ -167,14 +172,7 @@ class ComposedConfig:
             key = str(raw_key).replace("-", "_")
             key = ALIASES.get(key, key)
             if key not in keys:
-                close = difflib.get_close_matches(key, list(keys) + list(ALIASES), n=1, cutoff=0.6)
-                hint = (
-                    RENAMED[key]
-                    if key in RENAMED
-                    else f"Did you mean `{ALIASES.get(close[0], close[0])}`?"
-                    if close
-                    else "See --help for every key."
-                )
+                hint = RENAMED.get(key) or _closest_key_hint(key, list(keys))
                 raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value)

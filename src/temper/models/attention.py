@@ -64,7 +64,8 @@ def temper_attention_forward(
     causal_self = q_len == kv_len and getattr(module, "is_causal", False)
     segments = _segments(kwargs.get("cu_seq_lens_q"), b, q_len) if causal_self else None
     # Scores kept per layer; a padding-free row's samples are stacked to the longest of them (below).
-    n_scores = b * hq * (len(segments) * max(e - s for s, e in segments) ** 2 if segments else q_len * kv_len)
+    longest = max(e - s for s, e in segments) if segments else 0
+    n_scores = b * hq * (len(segments) * longest**2 if segments else q_len * kv_len)
     if query.dtype == torch.float32 or n_scores > MAX_SCORES or query.device.type != "cpu":
         out, _ = sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -86,10 +87,8 @@ def temper_attention_forward(
         # zero-padded at the end for the attention alone (the projections around it stay padding-free): under the
         # causal pattern a real row never sees a pad key, and pad rows are dropped. One batched call, as a padded
         # batch makes, instead of the cross-sample blocks of the block-diagonal mask or a call per sample.
-        n = max(e - s for s, e in segments)
-
-        def stack(t: torch.Tensor) -> torch.Tensor:  # (1, ..., L, d) -> (samples, ..., n, d)
-            return torch.stack([F.pad(t[0, ..., s:e, :], (0, 0, 0, n - e + s)) for s, e in segments])
+        def stack(t: torch.Tensor) -> torch.Tensor:  # (1, ..., L, d) -> (samples, ..., longest, d)
+            return torch.stack([F.pad(t[0, ..., s:e, :], (0, 0, 0, longest - e + s)) for s, e in segments])
 
         o = _causal_blocks(stack(q), stack(key), stack(value), None, True, dropout, module.training)
         out = torch.cat([o[i, ..., : e - s, :] for i, (s, e) in enumerate(segments)], dim=-2)

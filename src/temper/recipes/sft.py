@@ -94,17 +94,19 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     val_rows, _ = encode_dataset(
         val_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
     )
+    if cfg.data.packing:
+        train_rows = pack_samples(train_rows, cfg.data.max_length)
+        val_rows = pack_samples(val_rows, cfg.data.max_length) if val_rows else val_rows
     sampling = _sampling(cfg)
     padded = _padding_estimate([len(r["input_ids"]) for r in train_rows], cfg, sampling)
     padding_free = _padding_free(cfg, model.config._attn_implementation, padded)
     collator: Any = (
-        PaddingFreeCollator(tokenizer.pad_token_id) if padding_free else PadCollator(tokenizer.pad_token_id)
+        PackedCollator(tokenizer.pad_token_id)
+        if cfg.data.packing
+        else PaddingFreeCollator(tokenizer.pad_token_id)
+        if padding_free
+        else PadCollator(tokenizer.pad_token_id)
     )
-    if cfg.data.packing:
-        train_rows = pack_samples(train_rows, cfg.data.max_length)
-        val_rows = pack_samples(val_rows, cfg.data.max_length) if val_rows else val_rows
-        collator = PackedCollator(tokenizer.pad_token_id)
-        padded = _padding_estimate([len(r["input_ids"]) for r in train_rows], cfg, sampling)
     _say(state, _data_line(stats, train_rows, val_rows, cfg, sampling, padded, padding_free))
 
     # 4. Tuning: which parameters train.
