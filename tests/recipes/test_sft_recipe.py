@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from temper.cli import main
 from temper.config import SFTConfig
 from temper.recipes.sft import train_sft
 from temper.runs import read_manifest, read_metrics
@@ -167,7 +168,9 @@ class BatchesSeen(TrainerCallback):
         self.batches = list(kw["train_dataloader"])
 
 
-def test_padding_free_batches_hold_their_samples_end_to_end(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_padding_free_batches_hold_their_samples_end_to_end(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--padding-free true`: each batch is one row of its samples, with the boundaries, and the run learns;
     `auto` turns it on where padded batches would waste more than 5%, with temper's attention kernel or
     flash-attention (sdpa, as here, keeps padded batches)."""
@@ -199,3 +202,14 @@ def test_padding_free_batches_hold_their_samples_end_to_end(tiny_llama_dir: Path
     probe = BatchesSeen()
     train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "padded", "--max-steps", "1"), [probe])
     assert all(b["attention_mask"].shape[0] == 4 for b in probe.batches)
+    # The manifest records the layout each run trained on, and `temper data stats` reports it.
+    free, padded = (read_manifest(tmp_path / d)["batches"] for d in ("free", "padded"))
+    assert free["layout"] == "padding-free" and free["padding"] == 0
+    assert padded["layout"] == "padded" and padded["padding"] == padded["padding_if_padded"]
+    assert free["padding_if_padded"] == padded["padding"]  # same rows, same order
+    assert free["order"] == padded["order"] == "group_by_length" and free["per_device_batch_size"] == 4
+    assert main(["data", "stats", str(tmp_path / "free")]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines at the terminal width
+    assert (
+        "this run trained on padding-free batches of 4 per device, order group_by_length: padding 0.0%" in out
+    )

@@ -29,6 +29,17 @@ class DataStats:
     padding_grouped: float  # batches grouped by length (what training does without packing)
     padding_packed: float  # packed rows of max_length
     n_packed_rows: int
+    trained: dict[str, Any] | None = None  # a run dir's manifest "batches": the layout training used
+
+
+def _trained_batches(target: str | Path) -> dict[str, Any] | None:
+    """The batch layout a run dir's training recorded (runs from before it was recorded have none)."""
+    from temper.runs import MANIFEST, read_manifest
+
+    if not (Path(target) / MANIFEST).is_file():
+        return None
+    batches = read_manifest(target).get("batches")
+    return batches if isinstance(batches, dict) else None
 
 
 def _config_and_tokenizer(target: str | Path) -> tuple[Any, Any]:
@@ -88,6 +99,7 @@ def data_stats(target: str | Path, batch_size: int | None = None) -> DataStats:
         ),
         padding_packed=padding_ratio(batches_of(row_lengths, range(len(rows)), bs)),
         n_packed_rows=len(rows),
+        trained=_trained_batches(target),
     )
 
 
@@ -134,3 +146,14 @@ def print_stats(s: DataStats) -> None:
         f"padding at batch size {s.batch_size}: random order {s.padding_random:.1%}, "
         f"grouped by length {s.padding_grouped:.1%}, packed ({s.n_packed_rows} rows) {s.padding_packed:.1%}"
     )
+    if s.trained:
+        t = s.trained
+        console.print(
+            f"this run trained on {t.get('layout')} batches of {t.get('per_device_batch_size')} per device, "
+            f"order {t.get('order')}: padding {t.get('padding', 0):.1%}"
+            + (
+                f" (padded batches would have been {t.get('padding_if_padded', 0):.1%})"
+                if t.get("layout") == "padding-free"
+                else ""
+            )
+        )

@@ -141,6 +141,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         "datasets": cfg.data.dataset,
         "template": cfg.model.template,
         "data_stats": {k: v for k, v in stats.items() if k != "lengths"},
+        "batches": _batch_layout(cfg, sampling, padded, padding_free),
         "world_size": state.num_processes,
     }
     weights = "adapter" if cfg.tune.tuning == "lora" else "full"
@@ -240,6 +241,18 @@ def _padding_estimate(lengths: list[int], cfg: SFTConfig, sampling: str) -> floa
     else:
         order = list(range(len(lengths)))
     return padding_ratio(batches_of(lengths, order, bs))
+
+
+def _batch_layout(cfg: SFTConfig, sampling: str, padded: float, padding_free: bool) -> dict[str, Any]:
+    """How the training batches were laid out, for the manifest (`temper data stats` reports it)."""
+    layout = "packed" if cfg.data.packing else "padding-free" if padding_free else "padded"
+    return {
+        "layout": layout,
+        "order": sampling,
+        "per_device_batch_size": cfg.train.per_device_train_batch_size,
+        "padding": 0.0 if padding_free else round(padded, 4),
+        "padding_if_padded": round(padded, 4),
+    }
 
 
 def _data_line(
