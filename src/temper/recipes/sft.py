@@ -107,7 +107,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         if padding_free
         else PadCollator(tokenizer.pad_token_id)
     )
-    _say(state, _data_line(stats, train_rows, val_rows, cfg, sampling, padded, padding_free))
+    layout = _batch_layout(cfg, sampling, padded, padding_free)
+    _say(state, _data_line(stats, train_rows, val_rows, cfg, layout))
 
     # 4. Tuning: which parameters train.
     if cfg.train.gradient_checkpointing:
@@ -141,7 +142,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         "datasets": cfg.data.dataset,
         "template": cfg.model.template,
         "data_stats": {k: v for k, v in stats.items() if k != "lengths"},
-        "batches": _batch_layout(cfg, sampling, padded, padding_free),
+        "batches": layout,
         "world_size": state.num_processes,
     }
     weights = "adapter" if cfg.tune.tuning == "lora" else "full"
@@ -244,14 +245,14 @@ def _padding_estimate(lengths: list[int], cfg: SFTConfig, sampling: str) -> floa
 
 
 def _batch_layout(cfg: SFTConfig, sampling: str, padded: float, padding_free: bool) -> dict[str, Any]:
-    """How the training batches were laid out, for the manifest (`temper data stats` reports it)."""
-    layout = "packed" if cfg.data.packing else "padding-free" if padding_free else "padded"
+    """How the training batches are laid out: the data line says it, the manifest keeps it (`temper data stats`
+    reports it)."""
     return {
-        "layout": layout,
+        "layout": "packed" if cfg.data.packing else "padding-free" if padding_free else "padded",
         "order": sampling,
         "per_device_batch_size": cfg.train.per_device_train_batch_size,
-        "padding": 0.0 if padding_free else round(padded, 4),
-        "padding_if_padded": round(padded, 4),
+        "padding": 0.0 if padding_free else padded,
+        "padding_if_padded": padded,
     }
 
 
@@ -260,20 +261,18 @@ def _data_line(
     train_rows: list[Any],
     val_rows: list[Any],
     cfg: SFTConfig,
-    sampling: str,
-    padded: float,
-    padding_free: bool,
+    layout: dict[str, Any],
 ) -> str:
     padding = (
-        f"padding 0% (padding-free batches; padded {100 * padded:.1f}%)"
-        if padding_free
-        else f"padding {100 * padded:.1f}%"
+        f"padding 0% (padding-free batches; padded {100 * layout['padding_if_padded']:.1f}%)"
+        if layout["layout"] == "padding-free"
+        else f"padding {100 * layout['padding']:.1f}%"
     )
     return (
         f"[bold]data[/] {len(train_rows)} train / {len(val_rows)} val "
         f"{'packed rows' if cfg.data.packing else 'samples'}; of the {stats['n_rows']} train rows, truncated "
         f"{stats['n_truncated']}, dropped {stats['n_dropped']} (max_length {cfg.data.max_length}); "
-        f"{padding}; order {sampling}"
+        f"{padding}; order {layout['order']}"
     )
 
 
