@@ -47,18 +47,23 @@ def test_pickle_adapters_are_not_loaded(tiny_llama_dir: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_gguf_file_converts_once_and_matches(tmp_path: Path, smollm2_dir: Path) -> None:
+def test_gguf_file_converts_once_and_matches(
+    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The copy's conversion (517 MB) goes to a cache dir inside tmp_path, removed with it, not the user's cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     gguf = BUNDLED["smollm2-135m-instruct"].locate()
     assert gguf is not None
     copy = tmp_path / "copy.gguf"
     shutil.copy(gguf, copy)
     ref = resolve(str(copy))
     assert ref.kind == "gguf" and (ref.path / "model.safetensors").exists()
+    assert ref.path.is_relative_to(tmp_path / "cache")
     assert resolve(str(copy)).path == ref.path  # cached: the second resolve does not convert again
     cfg = json.loads((ref.path / "config.json").read_text())
     assert "quantization_config" not in cfg  # plain float model: saving and full fine-tuning work
     a, tok = load_causal_lm(ref, dtype="fp32")
-    b, _ = load_causal_lm("smollm2-135m-instruct", dtype="fp32")
+    b, _ = load_causal_lm(str(smollm2_dir), dtype="fp32")  # the alias, converted once for the session
     ids = tok("Hello there", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(a(ids).logits, b(ids).logits)
