@@ -1,10 +1,18 @@
-"""Choosing the checkpoint to resume from, and refusing to clobber an existing run by accident."""
+"""Choosing the checkpoint to resume from, refusing to clobber an existing run by accident, and turning a full
+disk into an error that says what was kept."""
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from temper.errors import TemperError
 
@@ -76,5 +84,94 @@ def check_world_size(run_dir: Path, resume: str | None, world_size: int) -> None
             f"state carries over, but the global batch changes by {world_size}/{before} and the data order after the "
             "checkpoint differs from an uninterrupted run, so the loss curve will not match it exactly. Resume "
             f"with --nproc {before} to continue the same curve.",
+            file=sys.stderr,
+        )
+
+
+# What a full disk (or quota, or file-size limit) looks like from each writer: OSError from Python, an
+# "os error N" string from safetensors' Rust writer, and from torch.save's C++ writer only a short-write symptom
+# ("unexpected pos" after "iostream error"; "file write failed" in older releases) with the errno lost.
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_SPACE_TEXT = (
+    "no space left",
+    "quota exceeded",
+    "file too large",
+    "file write failed",
+    "iostream error",
+    "unexpected pos",
+)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether exc (or what it was raised from) is a write that the disk had no room for."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE_ERRNOS:
+            return True
+        if any(t in str(seen).lower() for t in _NO_SPACE_TEXT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+@contextmanager
+def out_of_space_is_an_error(run_dir: Path, step: Callable[[], int]) -> Iterator[None]:
+    """A write that fails for lack of room becomes a TemperError naming what was kept and how to go on.
+
+    The checkpoint being written when it failed (`step()`) has no completion marker, so `--resume auto` would
+    skip it anyway; it is removed to give the room back.
+    """
+    try:
+        yield
+    except Exception as e:
+        if not out_of_space(e):
+            raise
+        partial = run_dir / f"checkpoint-{step()}"
+        removed = ""
+        if partial.is_dir() and not (partial / "temper_complete").exists():
+            shutil.rmtree(partial, ignore_errors=True)
+            removed = f" The half-written {partial.name} was removed."
+        kept = complete_checkpoints(run_dir)
+        free = shutil.disk_usage(run_dir).free if run_dir.exists() else 0
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        resume = (
+            f"then rerun the same command with --resume auto: it continues from {kept[-1].name}."
+            if kept
+            else "then rerun the same command with --resume auto (no checkpoint was complete yet, so it starts over)."
+        )
+        raise TemperError(
+            f"could not write to {run_dir}: {detail}. The disk there has {_size(free)} free; a full disk (or a "
+            f"quota or file-size limit) is the usual cause.{removed}",
+            hint=f"Free some space or pick another --output-dir, {resume} --save-total-limit 1 keeps only the "
+            "newest checkpoint.",
+        ) from e
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Bytes one checkpoint takes: the saved weights (all of them for full tuning, the adapter for LoRA) plus
+    AdamW's two fp32 moments per trainable parameter."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    every = list(model.parameters())
+    saved = trainable if len(trainable) < len(every) else every
+    return sum(p.numel() * p.element_size() for p in saved) + sum(8 * p.numel() for p in trainable)
+
+
+def warn_if_disk_is_short(run_dir: Path, model: torch.nn.Module) -> None:
+    """Say before training, not after an hour of it, when the disk cannot hold a checkpoint and the weights."""
+    need = 2 * checkpoint_bytes(model)
+    probe = run_dir if run_dir.exists() else run_dir.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        print(
+            f"warning: one checkpoint of this run takes ~{_size(need / 2)} and the final weights about as much, but "
+            f"the disk holding {run_dir} has {_size(free)} free. Free some space or pick another --output-dir.",
             file=sys.stderr,
         )

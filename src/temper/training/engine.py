@@ -37,7 +37,7 @@ from temper.training.callbacks import (
     TokenMeter,
     plot_metrics,
 )
-from temper.training.checkpoint import find_resume_checkpoint
+from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
@@ -296,14 +296,19 @@ def train(
     # Under mixed precision every forward the Trainer runs is autocast, so the casts can go.
     from peft.helpers import disable_input_dtype_casting
 
-    with disable_input_dtype_casting(model, active=args.bf16):
+    if trainer.is_world_process_zero():
+        warn_if_disk_is_short(run_dir, model)
+    with (
+        out_of_space_is_an_error(run_dir, lambda: trainer.state.global_step),
+        disable_input_dtype_casting(model, active=args.bf16),
+    ):
         out = trainer.train(resume_from_checkpoint=resume)
         metrics = dict(out.metrics)
         if eval_dataset is not None and stopper.fired_at is None:  # a stopped run should stop quickly
             metrics.update(final_eval(trainer, out.global_step))
-    if save_model and trainer.is_world_process_zero():
-        trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
-        tokenizer.save_pretrained(run_dir)
+        if save_model and trainer.is_world_process_zero():
+            trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
+            tokenizer.save_pretrained(run_dir)
     if trainer.is_world_process_zero():
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png")
     return TrainResult(
