@@ -182,3 +182,19 @@ def test_progressive_unfreezing_thaws_top_down(tiny_bert_dir: Path) -> None:
     assert trainable() == {"classifier", "bert.1"}  # the top layer of two
     cb._set(3)
     assert all(p.requires_grad for p in model.parameters())  # past the layers: everything, embeddings too
+
+
+def test_encoder_examples_train_in_random_or_file_order() -> None:
+    """Encoder rows carry no single length to group by: random (default) and sequential are the choices."""
+    from temper.config.encoder import EmbedConfig
+    from temper.errors import ConfigError
+    from temper.training.engine import build_training_args
+
+    for config in (ClassifyConfig, EmbedConfig):
+        cfg = config.from_sources(None, [])
+        assert cfg.train.train_sampling_strategy == "random"
+        seq = config.from_sources(None, ["--train-sampling-strategy", "sequential"])
+        args = build_training_args(seq.train, Path(seq.train.output_dir), False, None, None)
+        assert args.train_sampling_strategy == "sequential"
+        with pytest.raises(ConfigError, match="expected one of \\['random', 'sequential'\\]"):
+            config.from_sources(None, ["--train-sampling-strategy", "group_by_length"])

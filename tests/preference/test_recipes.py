@@ -20,6 +20,7 @@ from temper.config.preference import PreferenceConfig
 from temper.data.pref_formats import PREFERENCE_FORMATS, convert_rows
 from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import prepare_tokenizer, render_prompt
+from temper.errors import ConfigError
 from temper.models.load import load_causal_lm, load_tokenizer
 from temper.objectives.logps import Reference, forward_logps, sequence_logps
 from temper.recipes.preference import pairwise_loss_fn, precompute_pairs, train_rlhf
@@ -209,3 +210,26 @@ def test_reward_model_trains_and_scores(
     messages = json.dumps([*chat, {"role": "assistant", "content": FIXED_WORD}])
     assert main(["rm-score", str(out), "--messages", messages, "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx([good], abs=1e-4)
+
+
+def test_pair_order_follows_train_sampling_strategy(
+    tiny_llama_dir: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """`sequential` trains the pairs in file order whatever the seed; `random` (the default) shuffles them by the
+    seed. The first step's logps/chosen is the mean log-prob of that batch's chosen replies: it tells batches
+    apart (the loss cannot: at step 1 the policy is the reference, so every batch's loss is log 2)."""
+
+    def first_batch(seed: int, *how: str) -> float:
+        out = tmp_path / f"{'-'.join(how) or 'default'}-{seed}"
+        extra = ["--tuning", "full", "--max-steps", "1", "--val-size", "0", "--logging-steps", "1"]
+        train_rlhf(cfg_for("dpo", tiny_llama_dir, pairs_file, out, *extra, "--seed", str(seed), *how))
+        return float(next(r["logps/chosen"] for r in read_metrics(out) if "logps/chosen" in r))
+
+    sequential = ("--train-sampling-strategy", "sequential")
+    assert first_batch(1, *sequential) == pytest.approx(first_batch(2, *sequential), rel=1e-7)
+    assert first_batch(1) != pytest.approx(first_batch(2), rel=1e-5)  # the synthetic pairs are alike
+    assert PreferenceConfig.for_verb("dpo", None, []).train.train_sampling_strategy == "random"
+    with pytest.raises(
+        ConfigError, match=r"train_sampling_strategy: got 'group_by_length', expected one of \["
+    ):
+        PreferenceConfig.for_verb("dpo", None, ["--train-sampling-strategy", "group_by_length"])

@@ -15,9 +15,10 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
-from temper.config.sections import ModelCfg, TrainCfg, TuneCfg
+from temper.config.sections import SAMPLING_UNGROUPED, ModelCfg, TrainCfg, TuneCfg
 
 ENCODER_DEFAULT_MODEL = "minilm-l6"
 CLS_FORMATS = ["auto", "glue_tsv", "csv", "tsv", "jsonl", "json", "swift"]
@@ -45,12 +46,16 @@ class EncoderTuneCfg(TuneCfg):
 
 @dataclass
 class EncoderTrainCfg(TrainCfg):
+    SAMPLING: ClassVar[list[str]] = SAMPLING_UNGROUPED
     output_dir: str = field("runs/classify", help="run directory")
     per_device_train_batch_size: int = field(32, help="samples per device per step (BERT protocol: 32)")
     per_device_eval_batch_size: int = field(64, help="batch size for evaluation")
     learning_rate: float = field(2e-5, help="peak learning rate (BERT protocol: 2e-5)")
     lr_scheduler_type: str = field("linear", help="linear (BERT), cosine, constant, ...")
     logging_steps: int = field(10, help="log every N steps")
+    train_sampling_strategy: str = field(
+        "random", help="order of the examples: random (the Trainer's default) or sequential (file order)"
+    )
     save_total_limit: int | None = field(1, help="keep at most N checkpoints (the best one is always kept)")
     hpo_trials: int = field(0, help="optuna trials over lr (log), batch size, epochs, weight decay; 0 = off")
     metric_for_best_model: str | None = field(

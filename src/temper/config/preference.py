@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from temper.config.base import (
     ALIASES,
@@ -26,7 +26,7 @@ from temper.config.base import (
     load_yaml,
     parse_overrides,
 )
-from temper.config.sections import DataCfg, DistCfg, ModelCfg, TrainCfg, TuneCfg
+from temper.config.sections import SAMPLING_UNGROUPED, DataCfg, DistCfg, ModelCfg, TrainCfg, TuneCfg
 from temper.errors import ConfigError
 
 RLHF_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo", "rm")
@@ -87,9 +87,13 @@ class PrefCfg:
 
 @dataclass
 class PrefTrainCfg(TrainCfg):
+    SAMPLING: ClassVar[list[str]] = SAMPLING_UNGROUPED
     # Preference steps move the policy fast; LLaMA-Factory's and TRL's examples use 5e-6 (full) to 5e-5 (LoRA).
     learning_rate: float = field(5e-5, help="peak learning rate")
     num_train_epochs: float = field(1.0, help="epochs over the training set")
+    train_sampling_strategy: str = field(
+        "random", help="order of the pairs: random (the Trainer's default) or sequential (file order)"
+    )
 
 
 class PreferenceConfig(ComposedConfig):

@@ -4,6 +4,7 @@ the same, because users already know them; the short spellings are aliases (conf
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
 
@@ -93,10 +94,14 @@ class TuneCfg:
 
 # The Trainer's `train_sampling_strategy` values temper's SFT rows support (batch_rebalance is data-parallel only).
 SAMPLING = ["group_by_length", "random", "sequential"]
+# Other verbs' rows (pairs, encoder inputs) carry no single length to group by: they train in these orders.
+SAMPLING_UNGROUPED = ["random", "sequential"]
 
 
 @dataclass
 class TrainCfg:
+    SAMPLING: ClassVar[list[str]] = SAMPLING  # the orders this verb's rows can be trained in
+
     output_dir: str = field("runs/sft", help="run directory (created; resumed with --resume auto)")
     num_train_epochs: float = field(3.0, help="epochs over the training set")
     max_steps: int = field(-1, help="stop after this many optimizer steps (overrides epochs when > 0)")
@@ -113,7 +118,7 @@ class TrainCfg:
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
     train_sampling_strategy: str = field(
         "group_by_length",
-        help="sft sample order (the Trainer's option): group_by_length (batches of similar length, little "
+        help="sample order (the Trainer's option): group_by_length (batches of similar length, little "
         "padding), random (the Trainer's default) or sequential (file order, as the bench's peers train)",
     )
     torch_compile: bool = field(
@@ -135,7 +140,7 @@ class TrainCfg:
 
     def __post_init__(self) -> None:
         check_choice("bf16", str(self.bf16).lower(), ["auto", "true", "false"])
-        check_choice("train_sampling_strategy", self.train_sampling_strategy, SAMPLING)
+        check_choice("train_sampling_strategy", self.train_sampling_strategy, self.SAMPLING)
         self.bf16 = str(self.bf16).lower()
         check_range("learning_rate", self.learning_rate, 0, 1)
         check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)

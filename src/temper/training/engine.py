@@ -178,7 +178,7 @@ def build_training_args(
     has_eval: bool,
     metric_for_best_model: str | None,
     greater_is_better: bool | None,
-    sampling: str = "random",
+    sampling: str | None = None,
     extra_args: dict[str, Any] | None = None,
 ) -> TrainingArguments:
     """TrainCfg -> TrainingArguments. Per-epoch eval/save unless steps are given."""
@@ -219,7 +219,7 @@ def build_training_args(
         remove_unused_columns=False,  # our collators build exactly the tensors the objective needs
         dataloader_num_workers=0,
         # group_by_length: batches of similar lengths waste less on padding (the collator pads to the longest).
-        train_sampling_strategy=sampling,
+        train_sampling_strategy=sampling or cfg.train_sampling_strategy,  # sft passes its own (packing)
         disable_tqdm=True,  # RichProgress replaces it
         use_cpu=not torch.cuda.is_available(),
         # Our objectives touch every trainable parameter; searching for unused ones costs a graph walk per step.
@@ -244,7 +244,7 @@ def train(
     greater_is_better: bool | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     save_model: bool = True,
-    sampling: str = "random",
+    sampling: str | None = None,
     extra_args: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train with the transformers Trainer and save the final weights + tokenizer into run_dir."""
