@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--force-bf16", action="store_true", help="run bf16 even where its matmul is slower than fp32"
     )
     p.add_argument("--parallel", action="store_true", help="launch all runs at once (see the README first)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of every contender, interleaved (A B C A B C ...); each row is its median run",
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is killed")
     return p.parse_args(argv)
 
@@ -336,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     tools = [t for t in a.tools.split(",") if t]
     dtypes = [d for d in a.dtypes.split(",") if d]
     bad = [t for t in tools if t not in COMMANDS] + [d for d in dtypes if d not in ("fp32", "bf16")]
-    if bad or a.steps < 2:
-        raise SystemExit(f"unknown tools/dtypes {bad} (tools: {TOOLS}; dtypes: fp32,bf16) or --steps < 2")
+    if bad or a.steps < 2 or a.repeats < 1:
+        raise SystemExit(
+            f"unknown tools/dtypes {bad} (tools: {TOOLS}; dtypes: fp32,bf16), --steps < 2 or --repeats < 1"
+        )
     a.work_dir.mkdir(parents=True, exist_ok=True)
     model, a.n_params = model_info()
     data = prepare_data(a.work_dir, a.rows)
@@ -362,15 +370,36 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append((tool, dtype))
     # --parallel: every run at once. Only for a machine already crowded by others, where waiting for a quiet
     # moment is hopeless; compare the own-core columns then (CPU-time based), not the wall-clock ones.
-    with ThreadPoolExecutor(max_workers=len(jobs) if a.parallel and jobs else 1) as pool:
-        futures = {pool.submit(run_one, a, t, d, model, data, ceil): (t, d) for t, d in jobs}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            report(a, ceil, results)
+    # --repeats: whole rounds, so that a slow spell of the VM hits every contender alike, not one of them.
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(a.repeats):
+        with ThreadPoolExecutor(max_workers=len(jobs) if a.parallel and jobs else 1) as pool:
+            futures = {pool.submit(run_one, a, t, d, model, data, ceil): (t, d) for t, d in jobs}
+            for fut in as_completed(futures):
+                key = futures[fut]
+                runs.setdefault(key, []).append(fut.result())
+                results[key] = median_run(runs[key])
+                report(a, ceil, results)
     if a.heldout:
         add_held_out_losses(a, model, results)
     report(a, ceil, results)
     return 0
+
+
+def median_run(rows: list[dict]) -> dict:
+    """The run with the median own-core tokens/s (the lower middle of an even count), every run's speed kept
+    beside it; a row's other numbers all come from that one run. Failed runs only count if all failed."""
+    key = "tokens_per_s_own_cores"
+    ok = sorted((r for r in rows if not r.get("error") and r.get(key)), key=lambda r: r[key])
+    if not ok:
+        return rows[-1]
+    row = dict(ok[(len(ok) - 1) // 2])
+    row["runs"] = len(rows)
+    row["failed_runs"] = len(rows) - len(ok)
+    # In round order, None for a failed run: speedups_each_round pairs them across contenders by position.
+    row["tokens_per_s_own_cores_each"] = [r[key] if r in ok else None for r in rows]
+    row["tokens_per_s_each"] = [r.get("tokens_per_s") if r in ok else None for r in rows]
+    return row
 
 
 def add_held_out_losses(a: argparse.Namespace, model: Path, results: dict) -> None:
@@ -418,11 +447,13 @@ def report(a: argparse.Namespace, ceil: dict, results: dict) -> None:
         "runs": rows,
     }
     doc["temper_vs_best_peer"] = speedups(rows)
+    doc["repeats"] = a.repeats
+    doc["temper_vs_best_peer_each_round"] = speedups_each_round(rows)
     write_json(a.out, doc)
     table = [
         [r["tool"], r["dtype"], r.get("tokens_per_s"), r.get("tokens_per_s_own_cores"), r.get("s_per_step"),
          r.get("peak_rss_mb"), r.get("final_loss"), r.get("mean_loss"), r.get("heldout_loss"), r.get("mfu"),
-         r.get("wall_s"),
+         r.get("wall_s"), spread(r),
          r.get("window_cpu_share"),
          (r.get("load_before") or {}).get("loadavg_1m"), (r.get("error") or "")[:50]]
         for r in rows
@@ -435,8 +466,13 @@ def report(a: argparse.Namespace, ceil: dict, results: dict) -> None:
         + "total s: the whole process, start-up and compiling included. "
         + "; ".join(f"{k}/best peer: {x:.2f}x" for k, x in doc["temper_vs_best_peer"].items())
     )
+    if a.repeats > 1:
+        rounds = doc["temper_vs_best_peer_each_round"].items()
+        cap += f". Median of {a.repeats} interleaved rounds; per round: " + "; ".join(
+            f"{k} " + " ".join(f"{x:.2f}x" for x in xs) for k, xs in rounds
+        )
     cols = ["tool", "dtype", "tok/s", "tok/s own core", "s/step", "peak RSS MB", "final loss", "mean loss",
-            "held-out loss", "MFU", "total s", "cpu share", "load 1m", "note"]  # fmt: skip
+            "held-out loss", "MFU", "total s", "own core range", "cpu share", "load 1m", "note"]  # fmt: skip
     print_table(f"LoRA SFT: {a.rows} rows, {a.steps} steps", cols, table, caption=cap)
 
 
@@ -452,6 +488,32 @@ def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
         for r in rows:
             if r["dtype"] == dtype and r["tool"].startswith("temper") and r.get(key) and peers:
                 out[f"{r['tool']} {dtype}"] = round(r[key] / max(peers), 2)
+    return out
+
+
+def spread(row: dict[str, Any]) -> str:
+    """min-max of a repeated row's own-core tokens/s ('' for a single run)."""
+    each = [x for x in row.get("tokens_per_s_own_cores_each") or [] if x]
+    return f"{min(each):.0f}-{max(each):.0f}" if len(each) > 1 else ""
+
+
+def speedups_each_round(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """speedups() per round of --repeats: temper's run of round i over the best peer's run of the same round."""
+    out: dict[str, list[float]] = {}
+    key = "tokens_per_s_own_cores_each"
+    for dtype in ("fp32", "bf16"):
+        peers = [
+            r[key] for r in rows if r["dtype"] == dtype and not r["tool"].startswith("temper") and r.get(key)
+        ]
+        for r in rows:
+            if r["dtype"] != dtype or not r["tool"].startswith("temper") or not r.get(key) or not peers:
+                continue
+            ratios = []
+            for i, x in enumerate(r[key]):
+                best = max((p[i] for p in peers if i < len(p) and p[i]), default=None)
+                if x and best:
+                    ratios.append(round(x / best, 2))
+            out[f"{r['tool']} {dtype}"] = ratios
     return out
 
 

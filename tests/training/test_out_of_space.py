@@ -106,12 +106,16 @@ def checkpoint_bytes_of(model_dir: Path) -> int:
 
 
 def test_checkpoint_size_counts_what_a_save_writes(tiny_llama_dir: Path) -> None:
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     n = sum(p.numel() for p in model.parameters())
     assert checkpoint_bytes(model) == 4 * n + 8 * n  # fp32 weights + AdamW's two fp32 moments
     for name, p in model.named_parameters():
-        p.requires_grad_("q_proj" in name)
-    q = sum(p.numel() for name, p in model.named_parameters() if "q_proj" in name)
-    assert checkpoint_bytes(model) == 4 * q + 8 * q  # an adapter-only save: only what trains is written
+        p.requires_grad_("layers.1." in name)  # freeze tuning: the Trainer still saves every weight
+    top = sum(p.numel() for name, p in model.named_parameters() if "layers.1." in name)
+    assert checkpoint_bytes(model) == 4 * n + 8 * top
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"]))
+    a = sum(p.numel() for name, p in lora.named_parameters() if "lora_" in name)
+    assert checkpoint_bytes(lora) == 4 * a + 8 * a  # an adapter-only save: only what trains is written

@@ -154,11 +154,10 @@ def out_of_space_is_an_error(run_dir: Path, step: Callable[[], int]) -> Iterator
 
 
 def checkpoint_bytes(model: torch.nn.Module) -> int:
-    """Bytes one checkpoint takes: the saved weights (all of them for full tuning, the adapter for LoRA) plus
-    AdamW's two fp32 moments per trainable parameter."""
+    """Bytes one checkpoint takes: the saved weights (the adapter of a peft model; every weight otherwise, frozen
+    layers included) plus AdamW's two fp32 moments per trainable parameter."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    every = list(model.parameters())
-    saved = trainable if len(trainable) < len(every) else every
+    saved = trainable if getattr(model, "peft_config", None) else list(model.parameters())
     return sum(p.numel() * p.element_size() for p in saved) + sum(8 * p.numel() for p in trainable)
 
 
