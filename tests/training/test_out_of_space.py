@@ -78,9 +78,11 @@ def test_a_small_disk_is_named_before_training_and_enospc_is_caught(
 ) -> None:
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is not installed")
-    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    (tmp_path / "probe").mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp_path / "probe")]
+    probe = subprocess.run(["unshare", "-rm", *mount], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"no private mount namespace here: {probe.stderr.strip()}")
+        pytest.skip(f"no tmpfs in a private mount namespace here: {probe.stderr.strip()}")
     data = write_rows(tmp_path)
     disk = tmp_path / "small-disk"
     disk.mkdir()
