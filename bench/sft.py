@@ -390,15 +390,19 @@ def median_run(rows: list[dict]) -> dict:
     """The run with the median own-core tokens/s (the lower middle of an even count), every run's speed kept
     beside it; a row's other numbers all come from that one run. Failed runs only count if all failed."""
     key = "tokens_per_s_own_cores"
-    ok = sorted((r for r in rows if not r.get("error") and r.get(key)), key=lambda r: r[key])
+
+    def ran(r: dict) -> bool:
+        return not r.get("error") and bool(r.get(key))
+
+    ok = sorted(filter(ran, rows), key=lambda r: r[key])
     if not ok:
         return rows[-1]
     row = dict(ok[(len(ok) - 1) // 2])
     row["runs"] = len(rows)
     row["failed_runs"] = len(rows) - len(ok)
     # In round order, None for a failed run: speedups_each_round pairs them across contenders by position.
-    row["tokens_per_s_own_cores_each"] = [r[key] if r in ok else None for r in rows]
-    row["tokens_per_s_each"] = [r.get("tokens_per_s") if r in ok else None for r in rows]
+    row["tokens_per_s_own_cores_each"] = [r[key] if ran(r) else None for r in rows]
+    row["tokens_per_s_each"] = [r.get("tokens_per_s") if ran(r) else None for r in rows]
     return row
 
 
@@ -482,13 +486,16 @@ def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
     out = {}
     key = "tokens_per_s_own_cores"
     for dtype in ("fp32", "bf16"):
-        peers = [
-            r[key] for r in rows if r["dtype"] == dtype and not r["tool"].startswith("temper") and r.get(key)
-        ]
+        peers = peer_values(rows, dtype, key)
         for r in rows:
             if r["dtype"] == dtype and r["tool"].startswith("temper") and r.get(key) and peers:
                 out[f"{r['tool']} {dtype}"] = round(r[key] / max(peers), 2)
     return out
+
+
+def peer_values(rows: list[dict[str, Any]], dtype: str, key: str) -> list[Any]:
+    """row[key] of every peer row (LLaMA-Factory, ms-swift, the plain script) of this dtype that has it."""
+    return [r[key] for r in rows if r["dtype"] == dtype and not r["tool"].startswith("temper") and r.get(key)]
 
 
 def spread(row: dict[str, Any]) -> str:
@@ -502,9 +509,7 @@ def speedups_each_round(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     key = "tokens_per_s_own_cores_each"
     for dtype in ("fp32", "bf16"):
-        peers = [
-            r[key] for r in rows if r["dtype"] == dtype and not r["tool"].startswith("temper") and r.get(key)
-        ]
+        peers = peer_values(rows, dtype, key)
         for r in rows:
             if r["dtype"] != dtype or not r["tool"].startswith("temper") or not r.get(key) or not peers:
                 continue

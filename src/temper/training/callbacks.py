@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from temper.training.checkpoint import COMPLETE_MARKER
+
 
 class TokenMeter:
     """Counts non-padding tokens seen in training micro-batches (shared by the trainer and the callbacks)."""
@@ -166,7 +168,7 @@ class CheckpointMarker(TrainerCallback):
             return
         ckpt = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
-            (ckpt / "temper_complete").write_text(str(state.global_step))
+            (ckpt / COMPLETE_MARKER).write_text(str(state.global_step))
 
 
 class StopOnSignal(TrainerCallback):

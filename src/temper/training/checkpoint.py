@@ -17,6 +17,8 @@ import torch
 from temper.errors import TemperError
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+# Written into checkpoint-N/ by callbacks.CheckpointMarker after the Trainer's last file of that checkpoint.
+COMPLETE_MARKER = "temper_complete"
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -26,7 +28,7 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     found = []
     for p in run_dir.iterdir():
         m = _CKPT.match(p.name)
-        if m and p.is_dir() and (p / "temper_complete").exists() and _state_ok(p):
+        if m and p.is_dir() and (p / COMPLETE_MARKER).exists() and _state_ok(p):
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
 
@@ -120,6 +122,13 @@ def _size(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
+def _free_bytes(path: Path) -> int:
+    """Free space on the disk that holds path, or would hold it (the nearest folder above it that exists)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
 @contextmanager
 def out_of_space_is_an_error(run_dir: Path, step: Callable[[], int]) -> Iterator[None]:
     """A write that fails for lack of room becomes a TemperError naming what was kept and how to go on.
@@ -134,11 +143,11 @@ def out_of_space_is_an_error(run_dir: Path, step: Callable[[], int]) -> Iterator
             raise
         partial = run_dir / f"checkpoint-{step()}"
         removed = ""
-        if partial.is_dir() and not (partial / "temper_complete").exists():
+        if partial.is_dir() and not (partial / COMPLETE_MARKER).exists():
             shutil.rmtree(partial, ignore_errors=True)
             removed = f" The half-written {partial.name} was removed."
         kept = complete_checkpoints(run_dir)
-        free = shutil.disk_usage(run_dir).free if run_dir.exists() else 0
+        free = _free_bytes(run_dir)
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         resume = (
             f"then rerun the same command with --resume auto: it continues from {kept[-1].name}."
@@ -164,10 +173,7 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
 def warn_if_disk_is_short(run_dir: Path, model: torch.nn.Module) -> None:
     """Say before training, not after an hour of it, when the disk cannot hold a checkpoint and the weights."""
     need = 2 * checkpoint_bytes(model)
-    probe = run_dir if run_dir.exists() else run_dir.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = _free_bytes(run_dir)
     if free < need:
         print(
             f"warning: one checkpoint of this run takes ~{_size(need / 2)} and the final weights about as much, but "
