@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -87,11 +88,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args, argv[1:]) or 0)
     except TemperError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # One write, so that the workers of a multi-process run do not interleave their lines.
+        sys.stderr.write(f"{worker_prefix()}error: {e}\n")
+        sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_process_group()
+
+
+def worker_prefix() -> str:
+    """'[rank N] ' in a worker of a multi-process run (torchrun's RANK/WORLD_SIZE), else nothing."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"[rank {os.environ.get('RANK', '?')}] " if world.isdigit() and int(world) > 1 else ""
+
+
+def release_process_group() -> None:
+    """Tear down the distributed process group, if this process joined one, before the interpreter exits.
+
+    Under torchrun the Trainer (through accelerate) starts a gloo/NCCL group and nobody ends it. Gloo's worker
+    threads can then outlive the interpreter's finalisation and abort the process ("terminate called without an
+    active exception", SIGABRT) after a run that succeeded, which torchrun reports as a failed worker. Only a
+    verb that imported torch.distributed can have started a group, so other verbs do not import torch here.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

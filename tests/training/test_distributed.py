@@ -4,12 +4,14 @@ global batch, one run directory, and resume across the same world size."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from temper.cli import main
 from temper.config import DistCfg
 from temper.runs import read_manifest, read_metrics
 from temper.training.launch import DEEPSPEED_PRESETS, deepspeed_config, torchrun_command, trainer_kwargs
@@ -35,6 +37,7 @@ def run_sft(model: Path, data: Path, out: Path, *extra: str) -> subprocess.Compl
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr  # no worker aborted at exit
     return proc
 
 
@@ -90,6 +93,43 @@ def test_ddp_two_processes_match_one(tiny_llama_dir: Path, tmp_path: Path) -> No
     c = losses(resumed)
     for step in (3, 4):
         assert c[step] == pytest.approx(b[step], rel=1e-3), (b, c)
+
+
+@pytest.mark.slow
+def test_a_failing_worker_ends_with_its_error_and_one_summary_line(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    cmd = [
+        sys.executable, "-m", "temper", "sft", "--model", str(tiny_llama_dir), "--dataset", str(data),
+        "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--num-threads", "1", "--nproc", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]  # the worker's own status, not the launcher's 1
+    # The worker's message, whole and labelled with its rank, then one line from the launcher; no traceback.
+    assert re.search(r"^\[rank [01]\] error: 1 problem\(s\) in the data", proc.stderr, re.M), proc.stderr
+    assert "bad.jsonl:1:messages[0].role: last turn must be 'assistant'" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.match(
+        r"error: worker rank [01] of 2 failed first \(exit code 2\); its message is above", last
+    ), last
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr
+
+
+def test_the_cli_ends_the_process_group_its_verb_joined(tmp_path: Path) -> None:
+    # Under torchrun the Trainer starts a process group that nothing ends; left to the interpreter's exit,
+    # gloo's threads can abort a worker whose run succeeded. The CLI ends it after the verb, error or not.
+    import torch.distributed as tdist
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps(row(0)) + "\n")
+    for argv, status in ((["data", "check", str(data)], 0), (["sft", "--lora-rankk", "8"], 2)):
+        tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        assert tdist.is_initialized()
+        assert main(argv) == status
+        assert not tdist.is_initialized()
+        (tmp_path / "store").unlink(missing_ok=True)
 
 
 def test_torchrun_command_and_presets() -> None:

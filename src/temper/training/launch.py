@@ -9,16 +9,19 @@ FSDP and DeepSpeed are TrainingArguments settings built here from DistCfg.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temper.config.sections import DistCfg
 from temper.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 
@@ -74,13 +77,50 @@ def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[
 
 
 def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
-    """Run the verb under torchrun and return its exit status (non-zero if any worker failed)."""
+    """Run the verb under torch's elastic launcher and return its exit status (non-zero if any worker failed).
+
+    The launcher runs in this process (torchrun's own `run`, on torchrun's own arguments) rather than as a
+    `python -m torch.distributed.run` child, so that a worker's failure ends with one summary line instead of
+    the launcher's traceback and table: the worker has already printed its error.
+    """
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     cmd = torchrun_command(verb, raw_argv, dist)
     print(f"launching {dist.nproc} x {dist.nnodes} processes: {' '.join(cmd[1:])}", file=sys.stderr)
-    env = dict(os.environ)
     # Each worker gets an equal share of the cores instead of all of them (oversubscription is slower).
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // dist.nproc)))
-    return subprocess.call(cmd, env=env)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // dist.nproc)))
+    # The launcher logs each failed and each stopped worker; the summary below says the same once.
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(cmd[3:]))
+    except ChildFailedError as e:
+        print(failure_summary(e.failures, dist.nproc * dist.nnodes), file=sys.stderr)
+        first = e.failures[e.get_first_failure()[0]]
+        return first.exitcode if first.exitcode > 0 else 1
+    except SignalException as e:  # Ctrl-C or a scheduler's SIGTERM: the launcher has stopped the workers
+        print(f"interrupted by {e.sigval.name}; the workers were stopped.", file=sys.stderr)
+        return 128 + int(e.sigval)
+    return 0
+
+
+def failure_summary(failures: Mapping[int, ProcessFailure], world_size: int) -> str:
+    """One line for a failed launch: the rank that failed first (the cause) and how every failed rank ended."""
+    first = min(failures, key=lambda r: failures[r].timestamp)
+
+    def ended(rank: int) -> str:
+        f = failures[rank]
+        return f"exit code {f.exitcode}" if f.exitcode >= 0 else f"signal {f.signal_name()}"
+
+    others = [f"rank {r} ({ended(r)})" for r in sorted(failures) if r != first]
+    also = f" Then: {', '.join(others)}." if others else ""
+    if any(failures[r].signal_name() == "SIGTERM" for r in failures if r != first):
+        also += " (SIGTERM: the launcher stops the other workers when one fails.)"
+    return (
+        f"error: worker rank {first} of {world_size} failed first ({ended(first)}); "
+        f"its message is above.{also}"
+    )
 
 
 def deepspeed_config(name_or_path: str) -> dict[str, Any]:
