@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -93,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        # A worker of a multi-process run gets Ctrl-C twice (from the terminal, then from the launcher): the
+        # second must not cut the clean-up below short with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stderr.write(f"{worker_prefix()}interrupted\n")
         return 130
     finally:
         release_process_group()
