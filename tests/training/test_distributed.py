@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,13 @@ import pytest
 from temper.cli import main
 from temper.config import DistCfg
 from temper.runs import read_manifest, read_metrics
-from temper.training.launch import DEEPSPEED_PRESETS, deepspeed_config, torchrun_command, trainer_kwargs
+from temper.training.launch import (
+    DEEPSPEED_PRESETS,
+    DEFAULT_PORT,
+    deepspeed_config,
+    torchrun_command,
+    trainer_kwargs,
+)
 
 WORDS = ["purple", "elephants", "dancing", "quietly", "under", "seven", "green", "moons"]
 
@@ -54,7 +63,9 @@ def test_ddp_two_processes_match_one(tiny_llama_dir: Path, tmp_path: Path) -> No
     one = tmp_path / "one"
     run_sft(tiny_llama_dir, data, one, "--max-steps", "4", "--batch-size", "4")
     two = tmp_path / "two"
-    proc = run_sft(tiny_llama_dir, data, two, "--max-steps", "4", "--batch-size", "2", "--nproc", "2")
+    # torchrun's usual port is taken (as by another run on this machine): a single-machine launch picks a free one.
+    with holding_port(DEFAULT_PORT):
+        proc = run_sft(tiny_llama_dir, data, two, "--max-steps", "4", "--batch-size", "2", "--nproc", "2")
     assert "global 4 = 2 per device x 1 accumulation x 2 process(es)" in proc.stderr
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]  # one line per step: only rank 0 logs
@@ -132,11 +143,43 @@ def test_the_cli_ends_the_process_group_its_verb_joined(tmp_path: Path) -> None:
         (tmp_path / "store").unlink(missing_ok=True)
 
 
+def test_a_port_in_use_is_named_with_the_fix(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps(row(0)) + "\n")
+    with holding_port(0) as port:
+        cmd = [
+            sys.executable, "-m", "temper", "sft", "--model", str(tiny_llama_dir), "--dataset", str(data),
+            "--output-dir", str(tmp_path / "run"), "--nproc", "2", "--master-port", str(port),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: master_port: port {port} on 127.0.0.1 is already in use" in proc.stderr
+    assert "leave it out on a single machine" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@contextmanager
+def holding_port(port: int) -> Iterator[int]:
+    """Listen on `port` (0: any free one) on every interface for the duration; yields the port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:  # already held by someone else: just as taken
+            yield port
+            return
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
 def test_torchrun_command_and_presets() -> None:
     dist = DistCfg(nproc=8, nnodes=2, node_rank=1, master_addr="node0", master_port=1234)
     cmd = torchrun_command("sft", ["cfg.yaml", "--nproc", "8", "--master-port=9", "--lr", "1e-4"], dist)
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=8"]
     assert "--nnodes=2" in cmd and "--node-rank=1" in cmd and "--master-addr=node0" in cmd
+    assert "--master-port=1234" in cmd
+    # No port named: across machines torchrun's usual one; on one machine none, so torch picks a free one.
+    assert f"--master-port={DEFAULT_PORT}" in torchrun_command("sft", [], DistCfg(nproc=2, nnodes=2))
+    assert not [a for a in torchrun_command("sft", [], DistCfg(nproc=2)) if a.startswith("--master-port")]
     assert cmd[-5:] == ["temper", "sft", "cfg.yaml", "--lr", "1e-4"]  # launcher flags are not forwarded
     for name in DEEPSPEED_PRESETS:
         cfg = deepspeed_config(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from temper.config.sections import DistCfg
-from temper.errors import ConfigError
+from temper.errors import ConfigError, TemperError
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -35,6 +35,7 @@ def needs_launch(dist: DistCfg) -> bool:
     return (dist.nproc > 1 or dist.nnodes > 1) and not inside_launcher()
 
 
+DEFAULT_PORT = 29500  # torchrun's, for multi-machine runs that do not name one
 LAUNCH_FLAGS = ("nproc", "nnodes", "node_rank", "master_addr", "master_port")
 
 
@@ -58,6 +59,14 @@ def strip_launch_flags(raw_argv: Sequence[str]) -> list[str]:
     return out
 
 
+def port_args(dist: DistCfg) -> list[str]:
+    """torchrun's port flag. Left out on one machine: torch's launcher then rendezvouses on a free local port, so
+    two multi-process runs on one machine (two terminals, the board's jobs) do not both ask for 29500."""
+    if dist.master_port is None and dist.nnodes == 1:
+        return []
+    return [f"--master-port={dist.master_port or DEFAULT_PORT}"]
+
+
 def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[str]:
     """The torchrun command line that runs `temper VERB raw_argv` on dist.nproc processes of this node."""
     return [
@@ -68,7 +77,7 @@ def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[
         f"--nnodes={dist.nnodes}",
         f"--node-rank={dist.node_rank}",
         f"--master-addr={dist.master_addr}",
-        f"--master-port={dist.master_port}",
+        *port_args(dist),
         "-m",
         "temper",
         verb,
@@ -83,6 +92,7 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
     `python -m torch.distributed.run` child, so that a worker's failure ends with one summary line instead of
     the launcher's traceback and table: the worker has already printed its error.
     """
+    from torch.distributed import DistError
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -95,6 +105,8 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     try:
         run(parse_args(cmd[3:]))
+    except DistError as e:  # the rendezvous, before any worker started
+        raise rendezvous_error(e, dist) from None
     except ChildFailedError as e:
         print(failure_summary(e.failures, dist.nproc * dist.nnodes), file=sys.stderr)
         first = e.failures[e.get_first_failure()[0]]
@@ -103,6 +115,24 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
         print(f"interrupted by {e.sigval.name}; the workers were stopped.", file=sys.stderr)
         return 128 + int(e.sigval)
     return 0
+
+
+def rendezvous_error(e: Exception, dist: DistCfg) -> TemperError:
+    """What went wrong when the launcher could not bring the processes together, and what to change."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    port = dist.master_port or DEFAULT_PORT
+    if "EADDRINUSE" in str(e):
+        return ConfigError(
+            f"master_port: port {port} on {dist.master_addr} is already in use (another multi-process run?).",
+            hint="Pick a free port with --master-port, or leave it out on a single machine (a free one is picked).",
+            key="master_port",
+        )
+    return TemperError(
+        f"the launcher could not bring the {dist.nproc * dist.nnodes} processes together at "
+        f"{dist.master_addr}:{port}: {first}",
+        hint="Check that --master-addr/--master-port name the rank-0 machine, that every machine can reach that "
+        "port, and that each runs the same command with its own --node-rank.",
+    )
 
 
 def failure_summary(failures: Mapping[int, ProcessFailure], world_size: int) -> str:
