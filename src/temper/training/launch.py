@@ -104,7 +104,7 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
     # The launcher logs each failed and each stopped worker; the summary below says the same once.
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     try:
-        run(parse_args(cmd[3:]))
+        run(parse_args(cmd[3:]))  # the arguments after `python -m torch.distributed.run`
     except DistError as e:  # the rendezvous, before any worker started
         raise rendezvous_error(e, dist) from None
     except ChildFailedError as e:
