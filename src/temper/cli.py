@@ -94,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
-        # A worker of a multi-process run gets Ctrl-C twice (from the terminal, then from the launcher): the
-        # second must not cut the clean-up below short with a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if worker_prefix():
+            # A worker of a multi-process run gets Ctrl-C twice (from the terminal, then from the launcher): the
+            # second must not cut the clean-up below short with a traceback. The worker exits right after.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stderr.write(f"{worker_prefix()}interrupted\n")
         return 130
     finally:
