@@ -34,3 +34,9 @@ class DataError(TemperError):
 
 class ModelNotFoundError(TemperError):
     """A model name that is neither an alias, an HF directory, a GGUF file nor a run directory."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), to quote inside our own errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from temper.errors import TemperError
+from temper.errors import TemperError, first_line
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Written into checkpoint-N/ by callbacks.CheckpointMarker after the Trainer's last file of that checkpoint.
@@ -148,14 +148,13 @@ def out_of_space_is_an_error(run_dir: Path, step: Callable[[], int]) -> Iterator
             removed = f" The half-written {partial.name} was removed."
         kept = complete_checkpoints(run_dir)
         free = _free_bytes(run_dir)
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         resume = (
             f"then rerun the same command with --resume auto: it continues from {kept[-1].name}."
             if kept
             else "then rerun the same command with --resume auto (no checkpoint was complete yet, so it starts over)."
         )
         raise TemperError(
-            f"could not write to {run_dir}: {detail}. The disk there has {_size(free)} free; a full disk (or a "
+            f"could not write to {run_dir}: {first_line(e)}. The disk there has {_size(free)} free; a full disk (or a "
             f"quota or file-size limit) is the usual cause.{removed}",
             hint=f"Free some space or pick another --output-dir, {resume} --save-total-limit 1 keeps only the "
             "newest checkpoint.",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from temper.config.sections import DistCfg
-from temper.errors import ConfigError, TemperError
+from temper.errors import ConfigError, TemperError, first_line
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -108,8 +108,8 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
     except DistError as e:  # the rendezvous, before any worker started
         raise rendezvous_error(e, dist) from None
     except ChildFailedError as e:
-        print(failure_summary(e.failures, dist.nproc * dist.nnodes), file=sys.stderr)
-        first = e.failures[e.get_first_failure()[0]]
+        rank, first = e.get_first_failure()
+        print(failure_summary(e.failures, rank, dist.nproc * dist.nnodes), file=sys.stderr)
         return first.exitcode if first.exitcode > 0 else 1
     except SignalException as e:  # Ctrl-C or a scheduler's SIGTERM: the launcher has stopped the workers
         print(f"interrupted by {e.sigval.name}; the workers were stopped.", file=sys.stderr)
@@ -119,7 +119,6 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
 
 def rendezvous_error(e: Exception, dist: DistCfg) -> TemperError:
     """What went wrong when the launcher could not bring the processes together, and what to change."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     port = dist.master_port or DEFAULT_PORT
     if "EADDRINUSE" in str(e):
         return ConfigError(
@@ -129,15 +128,14 @@ def rendezvous_error(e: Exception, dist: DistCfg) -> TemperError:
         )
     return TemperError(
         f"the launcher could not bring the {dist.nproc * dist.nnodes} processes together at "
-        f"{dist.master_addr}:{port}: {first}",
+        f"{dist.master_addr}:{port}: {first_line(e)}",
         hint="Check that --master-addr/--master-port name the rank-0 machine, that every machine can reach that "
         "port, and that each runs the same command with its own --node-rank.",
     )
 
 
-def failure_summary(failures: Mapping[int, ProcessFailure], world_size: int) -> str:
+def failure_summary(failures: Mapping[int, ProcessFailure], first: int, world_size: int) -> str:
     """One line for a failed launch: the rank that failed first (the cause) and how every failed rank ended."""
-    first = min(failures, key=lambda r: failures[r].timestamp)
 
     def ended(rank: int) -> str:
         f = failures[rank]
