@@ -121,3 +121,16 @@ def test_chunked_head_loss_is_exact_when_the_target_probability_underflows(tiny_
     assert torch.allclose(loss, expected, rtol=1e-5), (loss, expected)
     loss.backward()
     assert rows.grad is not None and bool(torch.isfinite(rows.grad).all())
+
+
+def test_chunked_head_with_no_labelled_rows_gives_zero(tiny_llama_dir: Path) -> None:
+    """A batch whose labels were all masked (truncated away) hands the head zero rows: loss 0, an empty gradient."""
+    from temper.objectives.head_ce import head_cross_entropy_sum
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    model.get_output_embeddings().weight.requires_grad_(False)
+    rows = torch.zeros(0, model.config.hidden_size, requires_grad=True)
+    loss = head_cross_entropy_sum(model, rows, torch.zeros(0, dtype=torch.long))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert rows.grad is not None and rows.grad.shape == rows.shape

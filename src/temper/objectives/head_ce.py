@@ -36,8 +36,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
         ctx: Any, rows: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, need_grad: bool
     ) -> torch.Tensor:
         n, vocab = rows.shape[0], weight.shape[0]
-        chunks = -(-n // max(1, CHUNK_ELEMENTS // vocab))
-        chunk = -(-n // max(1, chunks))  # equal chunks: a 440-row batch is 2 x 220, not 341 + 99
+        n_chunks = max(1, -(-n // max(1, CHUNK_ELEMENTS // vocab)))
+        chunk = max(1, -(-n // n_chunks))  # equal chunks (440 rows: 2 x 220, not 341 + 99); >= 1 for 0 rows
         total = torch.zeros((), dtype=torch.float32, device=rows.device)
         grad = torch.empty(rows.shape, dtype=weight.dtype, device=rows.device) if need_grad else None
         buf = torch.empty((min(chunk, n), vocab), dtype=weight.dtype, device=rows.device)
