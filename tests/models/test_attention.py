@@ -84,23 +84,33 @@ def test_decoding_with_a_kv_cache_matches_eager(tiny_llama_dir: Path, query_bloc
     assert torch.equal(seqs["eager"], seqs["temper"])
 
 
-def test_fp32_and_long_batches_go_to_sdpa(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp32_matches_eager_and_long_batches_go_to_sdpa(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp32 (CPUs without native bf16) runs the kernel too, to fp32 rounding of eager; a batch with more scores
+    than MAX_SCORES goes to sdpa."""
     batch = _batch()
+    sdpa = attention.sdpa_attention_forward
+
+    def not_sdpa(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("fp32 went to sdpa")
+
     with torch.no_grad():
-        sdpa = _model(tiny_llama_dir, "sdpa", torch.float32)(**batch).logits
+        eager = _model(tiny_llama_dir, "eager", torch.float32)(**batch).logits
+        monkeypatch.setattr(attention, "sdpa_attention_forward", not_sdpa)
         ours = _model(tiny_llama_dir, "temper", torch.float32)(**batch).logits
-        assert torch.equal(ours, sdpa)  # fp32: torch's fused kernel is faster there, so it runs as is
+        assert _max_gap(ours, eager, batch["attention_mask"]) < 1e-4 * float(eager.abs().max())
+        monkeypatch.setattr(attention, "sdpa_attention_forward", sdpa)
         monkeypatch.setattr(attention, "MAX_SCORES", 3 * 4 * 40 * 40 - 1)  # one score too many for ours
         bf_sdpa = _model(tiny_llama_dir, "sdpa")(**batch).logits
         bf_ours = _model(tiny_llama_dir, "temper")(**batch).logits
     assert _max_gap(bf_ours, bf_sdpa, batch["attention_mask"]) < 0.05
 
 
-def test_auto_picks_ours_only_for_bf16_on_cpu() -> None:
-    assert pick_attention("auto", bf16=True, device="cpu") == "temper"
-    assert pick_attention("auto", bf16=False, device="cpu") == "sdpa"
-    assert pick_attention("auto", bf16=True, device="cuda") == "sdpa"
-    assert pick_attention("eager", bf16=True, device="cpu") == "eager"
+def test_auto_picks_ours_on_cpu_only() -> None:
+    assert pick_attention("auto", device="cpu") == "temper"
+    assert pick_attention("auto", device="cuda") == "sdpa"
+    assert pick_attention("eager", device="cpu") == "eager"
 
 
 def test_lora_inputs_stay_bf16_under_autocast_with_identical_gradients(tiny_llama_dir: Path) -> None:
@@ -167,12 +177,13 @@ def test_query_blocks_equal_one_block_with_and_without_a_mask(monkeypatch: pytes
     assert all(bool(t.abs().sum() > 0) for t in ref_grads)
 
 
-def test_padding_free_rows_attend_per_sample() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_padding_free_rows_attend_per_sample(dtype: torch.dtype) -> None:
     """With the collator's sample boundaries (cu_seq_lens_q) the kernel attends within each sample, and needs no
     mask to do it: output and gradients equal each sample's own causal attention. Without them, the same row
     with no mask would be one causal sequence (the last check: the boundaries are what made the difference)."""
     g = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(1, h, 45, 16, generator=g, dtype=torch.bfloat16) for h in (6, 2, 2))
+    q, k, v = (torch.randn(1, h, 45, 16, generator=g, dtype=dtype) for h in (6, 2, 2))
     module = torch.nn.Module()
     module.is_causal = True  # type: ignore[assignment]
     bounds = torch.tensor([0, 15, 45], dtype=torch.int32)

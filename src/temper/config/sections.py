@@ -19,7 +19,7 @@ class ModelCfg:
     template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
     dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")
     attn_implementation: str = field(
-        "auto", help="attention kernel: auto (temper's on CPU in bf16, else sdpa), temper, sdpa or eager"
+        "auto", help="attention kernel: auto (temper's on CPU, sdpa on GPU), temper, sdpa or eager"
     )
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""temper's CPU attention for bf16 training, registered with transformers as `attn_implementation="temper"`.
+"""temper's CPU attention for training, registered with transformers as `attn_implementation="temper"`.
 
 Why our own: on a CPU with native bf16 matmuls (AVX512-BF16/AMX), torch's fused CPU attention kernel is the
 slowest part of a small model's training step. Measured on an AMD EPYC (Zen 5, 1 thread), forward + backward of
@@ -11,8 +11,16 @@ eager 15-20 ms, this kernel 7-8 ms. It is eager attention with four costs remove
   followed by a cast does) instead of materialising an fp32 copy of every score;
 - in causal self-attention, query blocks skip the keys after their last row (most of the masked triangle).
 It keeps the L x L probabilities for backward, as eager does, so it is used only while those stay small
-(`MAX_SCORES` elements per layer). Longer batches, fp32 (where sdpa is faster) and GPUs go to transformers' sdpa;
-models that need soft-capping or sinks go to their own eager function.
+(`MAX_SCORES` elements per layer). Longer batches and GPUs go to transformers' sdpa; models that need
+soft-capping or sinks go to their own eager function.
+
+fp32 runs it too (CPUs without native bf16, e.g. AVX2 laptops). Measured on an AVX2-only AMD EPYC VM (no
+AVX-512; fp32 matmul ~33 GFLOP/s per core), the SFT bench's LoRA step in fp32, one thread, variants alternated
+batch by batch over the bench's 40 batches of two: this kernel on padded length-grouped batches 2.9% faster
+than sdpa; in the bench's file order, where padding is heavy, padding-free rows with this kernel 28.8% faster
+than sdpa on padded batches (and 2.7% faster than the same padding-free rows through sdpa one sample at a
+time). An older per-call measurement on an AVX-512 CPU had sdpa ahead in fp32 (21 vs 27 ms, padded): there
+the padding-free rows it enables are what pays.
 
 Example:
     >>> import temper.models.attention  # registers "temper" with transformers     # doctest: +SKIP
@@ -65,7 +73,10 @@ def temper_attention_forward(
     segments = _segments(kwargs.get("cu_seq_lens_q"), b, q_len) if causal_self else None
     # Scores kept per layer; a padding-free row's samples each attend to themselves only (below).
     n_scores = hq * sum((e - s) ** 2 for s, e in segments) if segments else b * hq * q_len * kv_len
-    if query.dtype == torch.float32 or n_scores > MAX_SCORES or query.device.type != "cpu":
+    # Compiled fp32 layers keep sdpa: compiling this kernel's blocks in fp32 made the compiled-training test 4x
+    # longer here (125 -> 548 s), against the ~3% it gains uncompiled on padded batches.
+    compiled_fp32 = query.dtype == torch.float32 and torch.compiler.is_compiling()
+    if n_scores > MAX_SCORES or query.device.type != "cpu" or compiled_fp32:
         out, _ = sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
@@ -162,14 +173,14 @@ AttentionInterface.register(NAME, temper_attention_forward)
 AttentionMaskInterface.register(NAME, eager_mask)
 
 
-def pick_attention(requested: str, bf16: bool, device: str | None = None) -> str:
-    """`auto` -> the kernel measured fastest for this device (default: where training runs) and compute dtype;
-    anything else is kept as given.
+def pick_attention(requested: str, device: str | None = None) -> str:
+    """`auto` -> the kernel measured fastest for this device (default: where training runs); anything else is
+    kept as given.
 
-    On CPU: temper's kernel for bf16 (2.5-3.5x faster than sdpa per attention call on a bf16-native CPU), sdpa
-    for fp32 (where torch's fused kernel wins: 21 vs 27 ms in the same measurement). On GPU: sdpa.
+    On CPU: temper's kernel, in bf16 (2.5-3.5x faster than sdpa per attention call on a bf16-native CPU) and in
+    fp32 (see the module docstring); besides, only it attends per sample in padding-free rows. On GPU: sdpa.
     """
     if requested != "auto":
         return requested
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return NAME if device == "cpu" and bf16 else "sdpa"
+    return NAME if device == "cpu" else "sdpa"

@@ -267,13 +267,11 @@ def load_causal_lm(
     adapters: dict[str, Path] | None = None,
     attn_implementation: str = "sdpa",
     trainable_adapter: bool = False,
-    autocast_bf16: bool = False,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer). Adapters from a run dir are attached with peft; the first is active.
 
     For inference the result is in eval mode; with `trainable_adapter` the (single) adapter keeps training.
-    `attn_implementation="auto"` picks the kernel for the compute dtype: the weights' dtype, or bf16 when the
-    caller will run fp32 weights under bf16 autocast (`autocast_bf16`).
+    `attn_implementation="auto"` picks the kernel for the device (models/attention.py: pick_attention).
     """
     from transformers import AutoModelForCausalLM
 
@@ -287,7 +285,7 @@ def load_causal_lm(
         return load_int8(ref.path)
     tok = load_tokenizer(ref)
     torch_dtype = pick_dtype(dtype)
-    attn = pick_attention(attn_implementation, bf16=torch_dtype == torch.bfloat16 or autocast_bf16)
+    attn = pick_attention(attn_implementation)
     model = AutoModelForCausalLM.from_pretrained(
         ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn
     )

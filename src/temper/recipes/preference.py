@@ -186,9 +186,7 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
         if cfg.model.dtype != "auto"
         else ("bf16" if bf16 and cfg.tune.tuning == "lora" else "fp32")
     )
-    model, tokenizer = load_causal_lm(
-        ref, dtype=dtype, attn_implementation=cfg.model.attn_implementation, autocast_bf16=bf16
-    )
+    model, tokenizer = load_causal_lm(ref, dtype=dtype, attn_implementation=cfg.model.attn_implementation)
     merged = bool(ref.adapters)
     if merged:
         model = model.merge_and_unload()

@@ -46,7 +46,7 @@ from temper.recipes.preference import (
     start_run,
 )
 from temper.runs import read_manifest
-from temper.training.engine import TrainResult, use_bf16
+from temper.training.engine import TrainResult
 from temper.tuning import apply_tuning, count_parameters, quiet_peft
 
 
@@ -107,9 +107,7 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
             num_labels=1,
             dtype=dtype,
             local_files_only=True,
-            attn_implementation=pick_attention(
-                cfg.model.attn_implementation, bf16=dtype == torch.bfloat16 or use_bf16(cfg.train)
-            ),
+            attn_implementation=pick_attention(cfg.model.attn_implementation),
         )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
     model.config.pad_token_id = tokenizer.pad_token_id  # pooling finds the last token through it

@@ -81,7 +81,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
         check_quantization_backend(cfg.tune.quantization)
     model, tokenizer = load_causal_lm(
-        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation, autocast_bf16=bf16
+        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation
     )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
