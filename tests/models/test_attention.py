@@ -90,17 +90,16 @@ def test_fp32_matches_eager_and_long_batches_go_to_sdpa(
     """fp32 (CPUs without native bf16) runs the kernel too, to fp32 rounding of eager; a batch with more scores
     than MAX_SCORES goes to sdpa."""
     batch = _batch()
-    sdpa = attention.sdpa_attention_forward
 
     def not_sdpa(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("fp32 went to sdpa")
 
     with torch.no_grad():
         eager = _model(tiny_llama_dir, "eager", torch.float32)(**batch).logits
-        monkeypatch.setattr(attention, "sdpa_attention_forward", not_sdpa)
-        ours = _model(tiny_llama_dir, "temper", torch.float32)(**batch).logits
+        with monkeypatch.context() as patch:
+            patch.setattr(attention, "sdpa_attention_forward", not_sdpa)
+            ours = _model(tiny_llama_dir, "temper", torch.float32)(**batch).logits
         assert _max_gap(ours, eager, batch["attention_mask"]) < 1e-4 * float(eager.abs().max())
-        monkeypatch.setattr(attention, "sdpa_attention_forward", sdpa)
         monkeypatch.setattr(attention, "MAX_SCORES", 3 * 4 * 40 * 40 - 1)  # one score too many for ours
         bf_sdpa = _model(tiny_llama_dir, "sdpa")(**batch).logits
         bf_ours = _model(tiny_llama_dir, "temper")(**batch).logits
