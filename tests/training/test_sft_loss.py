@@ -46,6 +46,79 @@ def test_sft_loss_normalises_by_global_token_count(tiny_llama_dir: Path) -> None
     assert torch.allclose(scaled, mean / 2, atol=1e-6)
 
 
+@pytest.mark.parametrize("tuning", ["lora", "full"])
+def test_under_mixed_precision_only_the_last_hidden_state_is_taken(tiny_llama_dir: Path, tuning: str) -> None:
+    """Under accelerate's bf16 mixed precision (the Trainer's), the final hidden states are the decoder's own
+    output, not `output_hidden_states`' per-layer fp32 copies, and the loss and gradients are the same bits."""
+    from accelerate import Accelerator
+
+    from temper.objectives.head_ce import head_cross_entropy_sum
+    from temper.objectives.sft import MODEL_INPUTS, final_hidden_states, head_logits, unwrap_model
+
+    dtype = torch.bfloat16 if tuning == "lora" else torch.float32  # LoRA keeps its frozen base in bf16
+    model = apply_tuning(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=dtype), TuneCfg(tuning=tuning, lora_rank=4)
+    )
+    if tuning == "lora":
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()  # fp32 adapters, as engine.train keeps them
+                torch.nn.init.normal_(p, std=0.02)  # LoRA B starts at zero: give every adapter a gradient
+    accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+    model = accelerator.prepare(model)
+    batch = _batch(model.config.vocab_size)
+    layers = model.get_base_model().model.layers if tuning == "lora" else model.model.layers
+
+    def every_layer(m: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """sft_loss as it was: every layer's output (converted to fp32 by accelerate), the last one kept."""
+        kwargs = {k: inputs[k] for k in MODEL_INPUTS if k in inputs}
+        no_logits = torch.zeros(0, dtype=torch.long)
+        out = m(**kwargs, use_cache=False, logits_to_keep=no_logits, output_hidden_states=True)
+        assert len(out.hidden_states) == len(layers) + 1 and out.hidden_states[0].dtype == torch.float32
+        keep = inputs["labels"][:, 1:].ne(-100)
+        rows, targets = out.hidden_states[-1][:, :-1][keep], inputs["labels"][:, 1:][keep]
+        lm = unwrap_model(m)
+        if tuning == "lora":
+            loss_sum = head_cross_entropy_sum(lm, rows, targets)
+        else:
+            loss_sum = torch.nn.functional.cross_entropy(head_logits(lm, rows), targets, reduction="sum")
+        return loss_sum / len(targets)
+
+    results = {}
+    for name in ("ours", "every_layer"):  # ours first: output_hidden_states installs hooks for good
+        model.zero_grad()
+        with accelerator.autocast():
+            if name == "ours":
+                hidden = final_hidden_states(model, batch)
+                assert hidden.dtype == dtype  # the decoder's output itself: no fp32 copy was made
+                assert all(not layer._forward_hooks for layer in layers)  # no per-layer capture hooks
+                loss, _ = sft_loss(model, batch)
+            else:
+                loss = every_layer(model, batch)
+        loss.backward()
+        results[name] = (loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert torch.equal(results["ours"][0], results["every_layer"][0])
+    grads = list(zip(results["ours"][1], results["every_layer"][1], strict=True))
+    assert grads and all(torch.equal(a, b) for a, b in grads)
+    assert all(bool(a.abs().sum() > 0) for a, _ in grads)
+
+
+def test_a_model_without_a_separate_decoder_gives_the_same_hidden_states(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where get_decoder() falls back to the model itself there is nothing to hook: every layer's output is
+    asked for and the last kept, the same tensor the hook takes."""
+    from temper.objectives.sft import final_hidden_states
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    batch = _batch(model.config.vocab_size)
+    hooked = final_hidden_states(model, batch)
+    monkeypatch.setattr(model, "get_decoder", lambda: model)
+    whole = final_hidden_states(model, batch)
+    assert torch.equal(hooked, whole)
+    assert hooked.shape == (*batch["input_ids"].shape, model.config.hidden_size)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_chunked_head_loss_and_gradients_equal_the_plain_path(
     tiny_llama_dir: Path, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch

@@ -341,25 +341,28 @@ class Format:
     lf_columns: Mapping[str, str] = field(default_factory=dict)
 
 
-def _has(*keys: str) -> Callable[[Row], bool]:
+def has_keys(*keys: str) -> Callable[[Row], bool]:
+    """A `detect` for rows that hold every one of `keys` (shared with the other tasks' format tables)."""
     return lambda row: all(k in row for k in keys)
 
 
 # Plain dict registry. Order matters for auto-detection: the first format whose `detect` matches wins.
 FORMATS: dict[str, Format] = {
-    "messages": Format(to_messages, _has("messages"), "OpenAI messages: [{role, content}]"),
+    "messages": Format(to_messages, has_keys("messages"), "OpenAI messages: [{role, content}]"),
     "sharegpt": Format(
         to_sharegpt,
-        _has("conversations"),
+        has_keys("conversations"),
         "conversations: [{from, value}] with custom role tags",
         {"messages": "conversations", "system": "system", "tools": "tools"},
     ),
     "swift_conversation": Format(
-        to_swift_conversation, _has("conversation"), "ms-swift {system, conversation: [{human, assistant}]}"
+        to_swift_conversation,
+        has_keys("conversation"),
+        "ms-swift {system, conversation: [{human, assistant}]}",
     ),
     "alpaca": Format(
         to_alpaca,
-        _has("instruction"),
+        has_keys("instruction"),
         "instruction/input/output/system/history",
         {
             "prompt": "instruction",
@@ -370,7 +373,7 @@ FORMATS: dict[str, Format] = {
             "tools": "tools",
         },
     ),
-    "query_response": Format(to_query_response, _has("query"), "query/response/history/system"),
+    "query_response": Format(to_query_response, has_keys("query"), "query/response/history/system"),
     "text": Format(
         to_text,
         lambda row: "text" in row or set(row) == {"response"},

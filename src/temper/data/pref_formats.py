@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from temper.data.formats import Format, RowError, ShareGPTTags
+from temper.data.formats import Format, RowError, ShareGPTTags, has_keys
 from temper.data.records import KTOExample, Message, PreferenceExample
 from temper.errors import DataError
 
@@ -269,10 +269,6 @@ def trl_unpaired(row: Row, tags: Tags = _NO_TAGS) -> KTOExample:
     )
 
 
-def _has(*keys: str) -> Callable[[Row], bool]:
-    return lambda row: all(k in row for k in keys)
-
-
 def _any(*keys: str) -> Callable[[Row], bool]:
     return lambda row: any(k in row for k in keys)
 
@@ -294,7 +290,7 @@ PREFERENCE_FORMATS: dict[str, Format] = {
     ),
     "alpaca_ranking": Format(
         alpaca_ranking,
-        _has("instruction", "chosen"),
+        has_keys("instruction", "chosen"),
         "LLaMA-Factory ranking alpaca: instruction/input/chosen/rejected/system/history",
         {
             "prompt": "instruction",
@@ -307,7 +303,7 @@ PREFERENCE_FORMATS: dict[str, Format] = {
     ),
     "trl": Format(
         trl_preference,
-        _has("chosen", "rejected"),
+        has_keys("chosen", "rejected"),
         "TRL prompt/chosen/rejected (strings or message lists; prompt may be implicit)",
         {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
     ),
@@ -339,7 +335,7 @@ PREFERENCE_FORMATS["preference"] = Format(
 )
 
 KTO_FORMATS: dict[str, Format] = {
-    "trl_unpaired": Format(trl_unpaired, _has("prompt", "completion"), "TRL prompt/completion/label"),
+    "trl_unpaired": Format(trl_unpaired, has_keys("prompt", "completion"), "TRL prompt/completion/label"),
     "kto_tag": Format(
         kto_tag,
         _any("kto_tag", "label"),

@@ -45,12 +45,26 @@ def final_hidden_states(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Te
 
     Going through `model(...)` rather than the decoder directly matters under DDP: the wrapper's forward is
     what arms its gradient all-reduce hooks. An empty `logits_to_keep` makes the LM head compute nothing.
+
+    The decoder's output is taken by a forward hook rather than with `output_hidden_states=True`, which returns
+    every layer's output: under mixed precision accelerate converts the whole output to fp32, so that was one
+    fp32 copy per layer (31 for SmolLM2, all alive at once at the end of the forward) to keep only the last.
     """
     kwargs = {k: inputs[k] for k in MODEL_INPUTS if k in inputs}
     no_logits = torch.zeros(0, dtype=torch.long, device=inputs["input_ids"].device)
-    out = model(**kwargs, use_cache=False, logits_to_keep=no_logits, output_hidden_states=True)
-    hidden: torch.Tensor = out.hidden_states[-1]
-    return hidden
+    lm = unwrap_model(model)
+    decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm
+    if decoder is lm:  # no separate decoder module to hook (get_decoder's fallback): every layer's output
+        out = model(**kwargs, use_cache=False, logits_to_keep=no_logits, output_hidden_states=True)
+        last: torch.Tensor = out.hidden_states[-1]
+        return last
+    seen: list[torch.Tensor] = []
+    handle = decoder.register_forward_hook(lambda _module, _args, output: seen.append(output[0]))
+    try:
+        model(**kwargs, use_cache=False, logits_to_keep=no_logits)
+    finally:
+        handle.remove()
+    return seen[-1]
 
 
 def head_logits(lm: Any, rows: torch.Tensor) -> torch.Tensor:
@@ -79,7 +93,9 @@ def sft_loss(
     lm = unwrap_model(model)
     shift_labels = labels[:, 1:]
     keep = shift_labels.ne(-100)
-    rows, targets = hidden[:, :-1][keep], shift_labels[keep]
+    # fp32 rows (the decoder's output is bf16 under autocast): head_ce scales their gradient in the rows' dtype,
+    # and 1/tokens would lose bits in bf16.
+    rows, targets = hidden[:, :-1][keep].float(), shift_labels[keep]
     if fused_head_ok(lm, rows):  # a frozen head: chunked, gradient in the forward pass (head_ce.py)
         loss_sum = head_cross_entropy_sum(lm, rows, targets)
     else:
