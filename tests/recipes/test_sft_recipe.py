@@ -4,6 +4,7 @@ continues the same curve after a crash."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,37 @@ def test_resume_continues_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -
     for step in (4, 5, 6):
         assert got[step] == pytest.approx(want[step], abs=1e-4), (step, got, want)
     assert (crashed / "model.safetensors").exists() and read_manifest(crashed)["weights"] == "full"
+
+
+PLAIN_LINE = re.compile(
+    r"^step (\d+)/(\d+) \(epoch [\d.]+\) loss ([\d.]+) grad_norm \S+ lr \S+ \d+ tok/s "
+    r"elapsed \d+:\d\d:\d\d ETA \d+:\d\d:\d\d$",
+    re.M,
+)
+
+
+def test_progress_is_printed_line_by_line_when_not_on_a_terminal(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run logged to a file (nohup, SLURM) shows each logged step while it runs, not one bar at the end;
+    a resumed run counts its ETA from its own steps."""
+    data = write_rows(tmp_path / "rows.jsonl", 16)
+    out = tmp_path / "run"
+    common = ("--max-steps", "4", "--save-steps", "2", "--lora-rank", "4")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(tiny_llama_dir, data, out, *common), callbacks=[CrashAt(3)])
+    first = capsys.readouterr().err
+    train_sft(make_cfg(tiny_llama_dir, data, out, *common, "--resume", "auto"))
+    resumed = capsys.readouterr().err
+    logged = {r["step"]: r["loss"] for r in read_metrics(out) if "loss" in r}
+    for text, steps in ((first, [1, 2, 3]), (resumed, [3, 4])):
+        lines = PLAIN_LINE.findall(text)
+        assert [int(step) for step, _, _ in lines] == steps, text
+        assert all(total == "4" for _, total, _ in lines)
+        for step, _, loss in lines:
+            assert float(loss) == pytest.approx(logged[int(step)], abs=1e-4)
+    last = [line for line in resumed.splitlines() if line.startswith("step 4/4")]
+    assert len(last) == 1 and last[0].endswith("ETA 0:00:00"), resumed
 
 
 def test_existing_run_dir_is_not_clobbered(tiny_llama_dir: Path, tmp_path: Path) -> None:

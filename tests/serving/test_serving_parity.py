@@ -119,3 +119,33 @@ def test_the_engine_hands_the_kv_cache_over_under_the_models_own_keyword(engine:
         got = engine.chat([{"role": "user", "content": QUESTION}], SamplingParams(max_tokens=4), "ember")
     assert len(got.token_ids) == 4
     assert not [w for w in seen if "past_key_values" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_a_single_fp32_adapter_is_folded_into_the_weights_for_chat_and_infer(
+    adapter_run: Path, tmp_path: Path
+) -> None:
+    """chat and infer (merge_adapter=True) decode with W + s*BA; the answer and its label stay the adapter's."""
+    from peft import PeftModel
+
+    prompt_msgs = [{"role": "user", "content": QUESTION}]
+    unmerged = Engine.load(adapter_run, dtype="fp32", max_batch_size=1)
+    merged = Engine.load(adapter_run, dtype="fp32", max_batch_size=1, merge_adapter=True)
+    try:
+        assert isinstance(unmerged.model, PeftModel) and not isinstance(merged.model, PeftModel)
+        assert not any("lora_" in name for name, _ in merged.model.named_parameters())
+        assert merged.adapters == [] and merged.default_adapter is None
+        assert merged.base_id == unmerged.default_adapter is not None  # outputs are labelled as before
+        want = unmerged.chat(prompt_msgs, SamplingParams(max_tokens=N), unmerged.default_adapter)
+        got = merged.chat(prompt_msgs, SamplingParams(max_tokens=N), merged.default_adapter)
+        assert got.token_ids == want.token_ids and len(got.token_ids) == N
+    finally:
+        unmerged.close()
+        merged.close()
+    # bf16 weights would round a small adapter delta away: the adapter stays separate there.
+    with Engine.load(adapter_run, dtype="bf16", max_batch_size=1, merge_adapter=True) as bf16:
+        assert isinstance(bf16.model, PeftModel) and bf16.default_adapter is not None
+    # A second adapter beside the run's own: nothing is merged (requests choose between them).
+    with Engine.load(adapter_run, {"again": adapter_run}, dtype="fp32", merge_adapter=True) as two:
+        assert isinstance(two.model, PeftModel) and sorted(two.adapters) == sorted(
+            [two.default_adapter, "again"]
+        )

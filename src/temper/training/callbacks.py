@@ -52,7 +52,12 @@ class TokenMeter:
 
 
 class RichProgress(TrainerCallback):
-    """Replaces the Trainer's tqdm bar: step, loss, tokens/s and ETA on one line."""
+    """Replaces the Trainer's tqdm bar: step, loss, tokens/s and ETA on one line.
+
+    On a terminal that line is a live rich bar. Anywhere else (a log file, `nohup`, a SLURM job, the board's
+    job log) a live bar is only drawn once, when it stops, so each log event prints a plain line instead: a
+    multi-hour run written to a file shows its progress while it runs.
+    """
 
     def __init__(self, meter: TokenMeter, console: Console | None = None) -> None:
         self.meter = meter
@@ -60,11 +65,15 @@ class RichProgress(TrainerCallback):
         self.progress: Progress | None = None
         self.task: Any = None
         self.fields = {"loss": "-", "tps": "-"}
+        self.plain: tuple[float, int] | None = None  # (start time, start step) when printing plain lines
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         if not state.is_world_process_zero:
+            return
+        if not (self.console.is_terminal or self.console.is_jupyter):  # a notebook draws rich's bar live
+            self.plain = (time.perf_counter(), state.global_step)
             return
         self.progress = Progress(
             TextColumn("[bold]train"),
@@ -97,6 +106,9 @@ class RichProgress(TrainerCallback):
         logs: Any = None,
         **kw: Any,
     ) -> None:
+        if self.plain is not None and logs:
+            self._print_line(state, logs)
+            return
         if self.progress is None or not logs:
             return
         if "loss" in logs:
@@ -116,6 +128,41 @@ class RichProgress(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        self.plain = None
+
+    def _print_line(self, state: TrainerState, logs: dict[str, Any]) -> None:
+        """`step 5/219 (epoch 0.07) loss 1.8779 grad_norm 0.33 lr 9.99e-05 41 tok/s elapsed 0:02:35 ETA 0:43:12`"""
+        assert self.plain is not None
+        if "eval_loss" in logs:
+            shown = {
+                k: round(v, 4) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
+            }
+            self.console.print(f"eval @ step {state.global_step}: {shown}", highlight=False)
+            return
+        if "loss" not in logs:
+            return  # the end-of-training summary: the recipe prints its own
+        start, first_step = self.plain
+        elapsed = time.perf_counter() - start
+        done = state.global_step - first_step  # this process's steps: a resumed run's rate is its own
+        parts = [f"step {state.global_step}/{state.max_steps}"]
+        if state.epoch is not None:
+            parts.append(f"(epoch {state.epoch:.2f})")
+        parts.append(f"loss {logs['loss']:.4f}")
+        if isinstance(logs.get("grad_norm"), (int, float)):
+            parts.append(f"grad_norm {logs['grad_norm']:.3g}")
+        if "learning_rate" in logs:
+            parts.append(f"lr {logs['learning_rate']:.3g}")
+        if "tokens_per_second" in logs:
+            parts.append(f"{logs['tokens_per_second']:.0f} tok/s")
+        parts.append(f"elapsed {_clock(elapsed)}")
+        if done > 0:
+            parts.append(f"ETA {_clock(elapsed / done * max(0, state.max_steps - state.global_step))}")
+        self.console.print(" ".join(parts), highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class MetricsLog(TrainerCallback):
