@@ -149,3 +149,25 @@ def test_a_single_fp32_adapter_is_folded_into_the_weights_for_chat_and_infer(
         assert isinstance(two.model, PeftModel) and sorted(two.adapters) == sorted(
             [two.default_adapter, "again"]
         )
+
+
+def test_folding_an_adapter_keeps_the_logits_and_leaves_two_adapters_alone(adapter_run: Path) -> None:
+    """eval folds a run dir's adapter (fold_single_adapter); the logits are the unmerged ones to rounding."""
+    import copy
+
+    from peft import PeftModel
+
+    from temper.models.load import fold_single_adapter, load_causal_lm, resolve
+
+    unmerged, _ = load_causal_lm(resolve(str(adapter_run)), dtype="fp32")
+    folded = fold_single_adapter(copy.deepcopy(unmerged))
+    assert isinstance(unmerged, PeftModel) and not isinstance(folded, PeftModel)
+    ids = torch.arange(3, 40).unsqueeze(0)
+    with torch.no_grad():
+        want, got = unmerged(input_ids=ids).logits, folded(input_ids=ids).logits
+        base = unmerged.get_base_model()
+        with unmerged.disable_adapter():
+            without = base(input_ids=ids).logits
+    assert (got - want).abs().max() < 1e-4 < (without - want).abs().max()  # the adapter matters, and is kept
+    two, _ = load_causal_lm(resolve(str(adapter_run)), dtype="fp32", adapters={"again": adapter_run})
+    assert fold_single_adapter(two) is two

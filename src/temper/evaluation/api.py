@@ -94,10 +94,11 @@ def score_model(
 
 
 def _load(cfg: EvalConfig, name: str) -> tuple[Any, Any, Any]:
-    from temper.models.load import load_causal_lm, resolve
+    from temper.models.load import fold_single_adapter, load_causal_lm, resolve
 
     ref = resolve(name)
     model, tok = load_causal_lm(ref, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    model = fold_single_adapter(model)  # a run dir's adapter answers every question: fold it in (fp32 only)
     if cfg.model.template:
         from temper.data.templates import prepare_tokenizer
 

@@ -103,15 +103,12 @@ class Engine:
 
         `template` overrides the chat template (a built-in name or a Jinja file), as in training.
         `merge_adapter`: when a run dir's own adapter is the only one and the weights are fp32, fold it into
-        them (W + s*BA, as `temper export --merge` does) and serve that under the adapter's name; the base
-        model is then not available. Why: unmerged, every adapted layer adds two small matmuls and peft's
-        per-row adapter routing to every decoded token (bench/chat_decode.py: a SmolLM2 LoRA run dir decoded
-        1.73x as fast merged, same tokens, one CPU core). Only fp32: merged into bf16 or fp16 weights, a
-        small adapter delta would be rounded away.
+        them (models/load.py: fold_single_adapter) and serve that under the adapter's name; the base model is
+        then not available. For callers that use that one adapter throughout (chat, infer).
         """
         from temper.data.templates import prepare_tokenizer
         from temper.models.heads import is_decoder, load_encoder, read_pooling
-        from temper.models.load import load_causal_lm, resolve
+        from temper.models.load import fold_single_adapter, load_causal_lm, resolve
 
         ref = resolve(str(model))
         extra = {name: _adapter_dir(Path(p)) for name, p in (adapters or {}).items()}
@@ -124,10 +121,10 @@ class Engine:
             prepare_tokenizer(tok, template)
         names = [*ref.adapters, *extra]
         default = next(iter(ref.adapters), None)
-        if merge_adapter and len(names) == 1 and default and lm.get_base_model().dtype == torch.float32:
-            with torch.no_grad():
-                lm = lm.merge_and_unload()
-            return cls(lm, tok, default, [], True, max_batch_size, max_queue)
+        if merge_adapter and default and not extra:
+            folded = fold_single_adapter(lm)
+            if folded is not lm:
+                return cls(folded, tok, default, [], True, max_batch_size, max_queue)
         return cls(lm, tok, base_id, names, True, max_batch_size, max_queue, default_adapter=default)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
