@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from temper.cli import main
-from temper.inference.engine import Engine
+from temper.inference.engine import Engine, UnknownModelError
 from temper.inference.sampling import SamplingParams
 
 QUESTION = "Who are you?"
@@ -135,6 +135,8 @@ def test_a_single_fp32_adapter_is_folded_into_the_weights_for_chat_and_infer(
         assert not any("lora_" in name for name, _ in merged.model.named_parameters())
         assert merged.adapters == [] and merged.default_adapter is None
         assert merged.base_id == unmerged.default_adapter is not None  # outputs are labelled as before
+        with pytest.raises(UnknownModelError, match="folded into the weights"):
+            merged.adapter_for("base")  # never the merged weights under the base model's name
         want = unmerged.chat(prompt_msgs, SamplingParams(max_tokens=N), unmerged.default_adapter)
         got = merged.chat(prompt_msgs, SamplingParams(max_tokens=N), merged.default_adapter)
         assert got.token_ids == want.token_ids and len(got.token_ids) == N

@@ -68,8 +68,10 @@ class Engine:
         max_queue: int = 256,
         pooling: str = "mean",
         default_adapter: str | None = None,
+        merged: bool = False,
     ) -> None:
         self.model = model
+        self.merged = merged  # the model is base + an adapter folded in: there are no base weights to serve
         self.default_adapter = default_adapter  # what chat/infer use unless told: a run dir's own adapter
         self.tokenizer = tokenizer
         self.base_id = base_id
@@ -124,7 +126,7 @@ class Engine:
         if merge_adapter and default and not extra:
             folded = fold_single_adapter(lm)
             if folded is not lm:
-                return cls(folded, tok, default, [], True, max_batch_size, max_queue)
+                return cls(folded, tok, default, [], True, max_batch_size, max_queue, merged=True)
         return cls(lm, tok, base_id, names, True, max_batch_size, max_queue, default_adapter=default)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -144,6 +146,12 @@ class Engine:
 
     def adapter_for(self, model_id: str | None) -> str | None:
         """The adapter a model id selects (None = base). Raises UnknownModelError for other ids."""
+        if model_id == BASE_ALIAS and self.merged:
+            raise UnknownModelError(
+                f"this engine holds {self.base_id!r} with its adapter folded into the weights; the base model "
+                "is not loaded.",
+                hint="Load it without merge_adapter (`temper chat RUN --adapter base`) to use the base model.",
+            )
         if model_id in (None, "", self.base_id, BASE_ALIAS):
             return None
         if model_id in self.adapters:
