@@ -123,7 +123,7 @@ class Engine:
             prepare_tokenizer(tok, template)
         names = [*ref.adapters, *extra]
         default = next(iter(ref.adapters), None)
-        if merge_adapter and default and not extra:
+        if merge_adapter and default:  # fold_single_adapter leaves two or more adapters (extras) alone
             folded = fold_single_adapter(lm)
             if folded is not lm:
                 return cls(folded, tok, default, [], True, max_batch_size, max_queue, merged=True)

@@ -106,21 +106,24 @@ class RichProgress(TrainerCallback):
         logs: Any = None,
         **kw: Any,
     ) -> None:
-        if self.plain is not None and logs:
-            self._print_line(state, logs)
+        if not logs or (self.progress is None and self.plain is None):
             return
-        if self.progress is None or not logs:
+        if "eval_loss" in logs:
+            shown = {
+                k: round(v, 4) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
+            }
+            # One line in a log file too (rich would wrap at 80 columns off a terminal); above a live bar, if any.
+            self.console.print(f"eval @ step {state.global_step}: {shown}", soft_wrap=True)
+        if self.plain is not None:
+            if "loss" in logs:  # a training step (the end-of-training summary: the recipe prints its own)
+                self._print_line(state, logs, *self.plain)
             return
         if "loss" in logs:
             self.fields["loss"] = f"{logs['loss']:.4f}"
         if "tokens_per_second" in logs:
             self.fields["tps"] = f"{logs['tokens_per_second']:.0f}"
-        self.progress.update(self.task, loss=self.fields["loss"], tps=self.fields["tps"])
-        if "eval_loss" in logs:
-            shown = {
-                k: round(v, 4) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
-            }
-            self.progress.console.print(f"eval @ step {state.global_step}: {shown}")
+        if self.progress is not None:
+            self.progress.update(self.task, loss=self.fields["loss"], tps=self.fields["tps"])
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -130,18 +133,8 @@ class RichProgress(TrainerCallback):
             self.progress = None
         self.plain = None
 
-    def _print_line(self, state: TrainerState, logs: dict[str, Any]) -> None:
+    def _print_line(self, state: TrainerState, logs: dict[str, Any], start: float, first_step: int) -> None:
         """`step 5/219 (epoch 0.07) loss 1.8779 grad_norm 0.33 lr 9.99e-05 41 tok/s elapsed 0:02:35 ETA 0:43:12`"""
-        assert self.plain is not None
-        if "eval_loss" in logs:
-            shown = {
-                k: round(v, 4) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
-            }
-            self.console.print(f"eval @ step {state.global_step}: {shown}", highlight=False)
-            return
-        if "loss" not in logs:
-            return  # the end-of-training summary: the recipe prints its own
-        start, first_step = self.plain
         elapsed = time.perf_counter() - start
         done = state.global_step - first_step  # this process's steps: a resumed run's rate is its own
         parts = [f"step {state.global_step}/{state.max_steps}"]
