@@ -39,6 +39,7 @@ from temper.training.callbacks import (
     plot_metrics,
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
+from temper.training.launch import quiet_deepspeed_cpu_notice
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
@@ -265,6 +266,7 @@ def train(
     """Train with the transformers Trainer and save the final weights + tokenizer into run_dir."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    quiet_deepspeed_cpu_notice()
     resume = find_resume_checkpoint(run_dir, cfg.resume)
     args = build_training_args(
         cfg,
