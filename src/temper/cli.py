@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, _ = parser.parse_known_args(argv)
     else:
         args = parser.parse_args(argv)
+    if not sys.stderr.isatty():
+        quiet_library_bars()
     try:
         return int(module.run(args, argv[1:]) or 0)
     except TemperError as e:
@@ -102,6 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         release_process_group()
+
+
+def quiet_library_bars() -> None:
+    """Turn off transformers' tqdm bars ("Loading weights") for a run whose stderr is not a terminal.
+
+    In a log file (nohup, SLURM, CI, the board's job log) tqdm writes every update of a bar into one long line
+    joined by carriage returns; temper's own progress prints plain lines there instead (training/callbacks.py).
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def worker_prefix() -> str:
