@@ -67,6 +67,56 @@ def test_alpaca_and_identity_rows_mask_the_prompt(tok: Any, lf: Path) -> None:
         assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
 
 
+def ignored_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
+    """Contiguous runs of unlabelled tokens."""
+    return labelled_runs(
+        ids, [tid if lab == IGNORE else IGNORE for tid, lab in zip(ids, labels, strict=True)]
+    )
+
+
+def test_mask_history_labels_only_the_last_reply(tok: Any, multi_turn: list[ChatExample]) -> None:
+    for rec in multi_turn:
+        ids, labels = chat_ids(tok, rec, mask_history=True)
+        assert ids == chat_ids(tok, rec)[0]  # the same tokens, only the labels differ
+        last = [m for m in rec.messages if m.role == "assistant"][-1]
+        assert [tok.decode(r) for r in labelled_runs(ids, labels)] == [last.content + "<|im_end|>"], (
+            rec.source
+        )
+
+
+def test_train_on_prompt_labels_everything_but_masked_history(
+    tok: Any, multi_turn: list[ChatExample]
+) -> None:
+    for rec in multi_turn:
+        ids, labels = chat_ids(tok, rec, train_on_prompt=True)
+        assert labels == ids and ids == chat_ids(tok, rec)[0]
+        ids, labels = chat_ids(tok, rec, train_on_prompt=True, mask_history=True)
+        # With both: the prompts stay labelled, the earlier replies (each with its end of turn) do not.
+        earlier = [m.content + "<|im_end|>\n" for m in rec.messages if m.role == "assistant"][:-1]
+        assert [tok.decode(r) for r in ignored_runs(ids, labels)] == earlier, rec.source
+
+
+def test_label_options_reach_the_stats_and_are_refused_for_preference_data(
+    tmp_path: Path, tiny_llama_dir: Path, lf: Path
+) -> None:
+    import yaml
+
+    from temper.config.preference import PrefDataCfg
+    from temper.data.stats import data_stats
+    from temper.errors import ConfigError
+
+    counts = {}
+    for opts in ({}, {"mask_history": True}, {"train_on_prompt": True}):
+        path = tmp_path / f"sft{len(counts)}.yaml"
+        data = [str(lf / "glaive_toolcall_en_demo.json#30")]
+        path.write_text(yaml.safe_dump({"model": str(tiny_llama_dir), "dataset": data, **opts}))
+        counts[tuple(opts)] = data_stats(path).encode
+    default, history, prompt = counts.values()
+    assert 0 < history.n_label_tokens < default.n_label_tokens < prompt.n_label_tokens == prompt.n_tokens
+    with pytest.raises(ConfigError, match="mask_history"):
+        PrefDataCfg(mask_history=True)
+
+
 def test_prompt_tokens_equal_inference_rendering(tok: Any, multi_turn: list[ChatExample]) -> None:
     """Before every assistant reply, the training tokens are exactly prompt_ids (what inference feeds)."""
     for rec in multi_turn[:15]:

@@ -247,3 +247,20 @@ def test_padding_free_batches_hold_their_samples_end_to_end(
     assert (
         "this run trained on padding-free batches of 4 per device, order group_by_length: padding 0.0%" in out
     )
+
+
+def test_mask_history_and_train_on_prompt_change_what_training_labels(
+    tiny_llama_dir: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    # Multi-turn rows: the label count each run reports (manifest) follows the options; the default is replies.
+    data = f"{shared_data / 'llamafactory' / 'glaive_toolcall_en_demo.json'}#12"
+    stats = {}
+    for opts in ((), ("--mask-history", "true"), ("--train-on-prompt", "true")):
+        out = tmp_path / f"run{len(stats)}"
+        cfg = make_cfg(tiny_llama_dir, Path(data), out, "--max-steps", "1", "--max-length", "2048", *opts)
+        train_sft(cfg)
+        stats[opts] = read_manifest(out)["data_stats"]
+    default, history, prompt = stats.values()
+    assert default["n_tokens"] == history["n_tokens"] == prompt["n_tokens"]
+    assert 0 < history["n_label_tokens"] < default["n_label_tokens"] < prompt["n_label_tokens"]
+    assert prompt["n_label_tokens"] == prompt["n_tokens"]

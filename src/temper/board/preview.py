@@ -26,7 +26,13 @@ def preview(cfg: Any, verb: str, limit: int = 3) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         if isinstance(r, ChatExample):
-            ids, labels = chat_ids(tokenizer, r, system)
+            ids, labels = chat_ids(
+                tokenizer,
+                r,
+                system,
+                train_on_prompt=getattr(cfg.data, "train_on_prompt", False),
+                mask_history=getattr(cfg.data, "mask_history", False),
+            )
             rows.append(_token_row(tokenizer, r.source, ids, labels, max_length))
         elif isinstance(r, TextExample):
             ids, labels = text_ids(tokenizer, r)

@@ -47,6 +47,13 @@ class PrefDataCfg(DataCfg):
         check_choice("truncation", self.truncation, ["truncate", "drop"])
         check_range("max_length", self.max_length, 8, None)
         check_range("val_size", self.val_size, 0, None)
+        for key in ("train_on_prompt", "mask_history"):
+            if getattr(self, key):
+                raise ConfigError(
+                    f"{key}: preference training scores whole replies; prompt and history are never labelled.",
+                    hint=f"Remove --{key.replace('_', '-')}.",
+                    key=key,
+                )
         if self.packing:
             raise ConfigError(
                 "packing: preference training cannot pack rows (chosen and rejected must stay whole sequences).",

@@ -51,6 +51,12 @@ class DataCfg:
         "name): auto (on when padded batches in the chosen order would be over 5% padding and the attention "
         "kernel attends per sample: temper's CPU kernel outside torch_compile, flash-attention), true or false",
     )
+    train_on_prompt: bool = field(
+        False, help="label the prompt tokens too (system, user turns, template), not only the replies"
+    )
+    mask_history: bool = field(
+        False, help="label only the last assistant reply of each conversation; earlier ones are context"
+    )
     val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
     system: str | None = field(None, help="system prompt used when a row has none")
     model_name: str | None = field(None, help="fills {{name}} / {{NAME}} placeholders in the data")

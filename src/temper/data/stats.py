@@ -83,7 +83,15 @@ def data_stats(target: str | Path, batch_size: int | None = None) -> DataStats:
         model_author=d.model_author,
         seed=cfg.train.seed,
     )
-    samples, stats = encode_dataset(records, tok, d.max_length, d.truncation, system=d.system)
+    samples, stats = encode_dataset(
+        records,
+        tok,
+        d.max_length,
+        d.truncation,
+        system=d.system,
+        train_on_prompt=d.train_on_prompt,
+        mask_history=d.mask_history,
+    )
     bs = batch_size or cfg.train.per_device_train_batch_size
     lengths = [len(s["input_ids"]) for s in samples]
     rows = pack_samples(samples, d.max_length) if samples else []

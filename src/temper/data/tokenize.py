@@ -1,5 +1,5 @@
 """Records -> token ids and labels. Labels are the assistant replies (every assistant turn) plus the end-of-turn
-token; everything else is -100.
+token; everything else is -100 (`mask_history` and `train_on_prompt` change that: see chat_ids).
 
 The mask comes from the rendered text, not from knowledge of a template: for each assistant turn we render the
 conversation up to the generation prompt (P) and up to the end of that turn (Q); the reply is Q minus P. The
@@ -67,13 +67,25 @@ def _tail_labels(tokenizer: Any, tail_ids: list[int]) -> list[int]:
     return [IGNORE] * len(tail_ids)
 
 
-def chat_ids(tokenizer: Any, example: ChatExample, system: str | None = None) -> tuple[list[int], list[int]]:
+def chat_ids(
+    tokenizer: Any,
+    example: ChatExample,
+    system: str | None = None,
+    *,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+) -> tuple[list[int], list[int]]:
     """Full-length (input_ids, labels) of a conversation; raises TemperError if the template is not
     prefix-stable (rendering a longer conversation rewrites an earlier part), where no mask can be exact.
+
+    Labels are every assistant reply plus its end-of-turn token. LLaMA-Factory's two options change that:
+    `mask_history` labels only the last reply (earlier replies and their ends of turn are context), and
+    `train_on_prompt` labels every token outside the replies as well (system, user turns, template tokens).
 
     >>> ids, labels = chat_ids(tok, example)  # doctest: +SKIP
     """
     msgs = to_chat_dicts(example, system)
+    last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
     full = render_prompt(tokenizer, msgs, add_generation_prompt=False, tools=example.tools)
     ids: list[int] = []
     labels: list[int] = []
@@ -97,10 +109,14 @@ def chat_ids(tokenizer: Any, example: ChatExample, system: str | None = None) ->
         reply = _ids(tokenizer, full[len(prefix) : end])
         tail = _ids(tokenizer, full[end : len(upto)])
         ids += prompt + reply + tail
-        labels += [IGNORE] * len(prompt) + reply + _tail_labels(tokenizer, tail)
+        labels += prompt if train_on_prompt else [IGNORE] * len(prompt)
+        if mask_history and i != last:
+            labels += [IGNORE] * (len(reply) + len(tail))  # an earlier reply and its end of turn are context
+        else:
+            labels += reply + (tail if train_on_prompt else _tail_labels(tokenizer, tail))
         pos = len(upto)
     rest = _ids(tokenizer, full[pos:])
-    return ids + rest, labels + [IGNORE] * len(rest)
+    return ids + rest, labels + (rest if train_on_prompt else [IGNORE] * len(rest))
 
 
 def text_ids(tokenizer: Any, example: TextExample) -> tuple[list[int], list[int]]:
@@ -130,13 +146,18 @@ def encode_chat(
     max_length: int,
     truncation: str = "truncate",
     system: str | None = None,
+    *,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
 ) -> Sample | None:
     """input_ids + labels of one conversation, or None when the length policy drops it.
 
     >>> encode_chat(tok, example, 512)["labels"][:3]  # doctest: +SKIP
     [-100, -100, -100]
     """
-    ids, labels = chat_ids(tokenizer, example, system)
+    ids, labels = chat_ids(
+        tokenizer, example, system, train_on_prompt=train_on_prompt, mask_history=mask_history
+    )
     return _policy(ids, labels, max_length, truncation)[0]
 
 
@@ -159,6 +180,8 @@ def encode_dataset(
     truncation: str = "truncate",
     *,
     system: str | None = None,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
 ) -> tuple[list[Sample], EncodeStats]:
     """Tokenize every record; returns the samples and the stats (truncated/dropped counts, lengths).
 
@@ -172,7 +195,9 @@ def encode_dataset(
     samples: list[Sample] = []
     for rec in records:
         if isinstance(rec, ChatExample):
-            ids, labels = chat_ids(tokenizer, rec, system)
+            ids, labels = chat_ids(
+                tokenizer, rec, system, train_on_prompt=train_on_prompt, mask_history=mask_history
+            )
         elif isinstance(rec, TextExample):
             ids, labels = text_ids(tokenizer, rec)
         else:

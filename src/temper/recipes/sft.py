@@ -88,11 +88,13 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         model.resize_token_embeddings(len(tokenizer))  # a --template override added special tokens
 
     # 3. Tokens: assistant-only labels; over-long rows are truncated or dropped, and always counted.
+    d = cfg.data
+    labels = {"train_on_prompt": d.train_on_prompt, "mask_history": d.mask_history}
     train_rows, stats = encode_dataset(
-        train_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
+        train_records, tokenizer, d.max_length, d.truncation, system=d.system, **labels
     )
     val_rows, _ = encode_dataset(
-        val_records, tokenizer, cfg.data.max_length, cfg.data.truncation, system=cfg.data.system
+        val_records, tokenizer, d.max_length, d.truncation, system=d.system, **labels
     )
     if cfg.data.packing:
         train_rows = pack_samples(train_rows, cfg.data.max_length)
