@@ -80,6 +80,33 @@ def test_a_bad_value_names_the_key_and_the_choices() -> None:
         SFTConfig.from_sources(None, ["--tuning", "lorra"])
 
 
+def test_the_trainers_own_names_are_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The Trainer would raise these only when built, after the data and the model had loaded.
+    with pytest.raises(ConfigError, match="lr_scheduler_type: got 'cosinus'") as err:
+        SFTConfig.from_sources(None, ["--lr-scheduler-type", "cosinus"])
+    assert "Did you mean 'cosine'?" in str(err.value.hint)
+    with pytest.raises(ConfigError, match="report_to: got 'wandbb'"):
+        SFTConfig.from_sources(None, ["--report-to", "wandbb"])
+    with pytest.raises(ConfigError, match=r"warmup_ratio: got 1\.5"):
+        SFTConfig.from_sources(None, ["--warmup-ratio", "1.5"])
+    out = tmp_path / "run"
+    assert main(["sft", "--lr-scheduler-type", "cosinus", "--output-dir", str(out)]) == 2
+    assert "error: lr_scheduler_type" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_reporting_integration_that_is_not_installed_is_named() -> None:
+    from transformers.integrations import get_available_reporting_integrations
+
+    missing = [n for n in ("wandb", "mlflow", "clearml") if n not in get_available_reporting_integrations()]
+    if not missing:
+        pytest.skip("wandb, mlflow and clearml are all installed here")
+    with pytest.raises(ConfigError, match=f"report_to: '{missing[0]}' needs its package") as err:
+        SFTConfig.from_sources(None, ["--report-to", missing[0]])
+    assert "--report-to none" in str(err.value.hint)
+
+
 def test_help_lists_every_option_with_its_default_and_the_aliases(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["sft", "--help"])

@@ -264,3 +264,48 @@ def test_mask_history_and_train_on_prompt_change_what_training_labels(
     assert default["n_tokens"] == history["n_tokens"] == prompt["n_tokens"]
     assert 0 < history["n_label_tokens"] < default["n_label_tokens"] < prompt["n_label_tokens"]
     assert prompt["n_label_tokens"] == prompt["n_tokens"]
+
+
+def test_warmup_steps_and_neftune_reach_the_trainer(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    base = ("--max-steps", "4", "--lr-scheduler-type", "constant_with_warmup")
+    plain = tmp_path / "plain"
+    train_sft(make_cfg(tiny_llama_dir, data, plain, *base, "--warmup-steps", "3"))
+    lrs = [r["learning_rate"] for r in read_metrics(plain) if "loss" in r]
+    # Linear warm-up over 3 steps to the peak 3e-3, then constant (the logged lr is the one the step used).
+    assert lrs == pytest.approx([0.0, 1e-3, 2e-3, 3e-3])
+    noisy = tmp_path / "noisy"
+    trainer_model: list[Any] = []
+
+    class Keep(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            trainer_model.append(model)
+
+    train_sft(
+        make_cfg(tiny_llama_dir, data, noisy, *base, "--warmup-steps", "3", "--neftune-noise-alpha", "50"),
+        callbacks=[Keep()],
+    )
+    # Same seed and rows: only NEFTune's noise on the embeddings tells the first losses apart.
+    first = [r["loss"] for r in read_metrics(plain) if "loss" in r][0]
+    assert [r["loss"] for r in read_metrics(noisy) if "loss" in r][0] != pytest.approx(first, abs=1e-6)
+    embed = trainer_model[0].get_input_embeddings()
+    assert not embed._forward_hooks  # the Trainer removes its noise hook when training ends
+
+
+def test_a_run_that_stopped_before_its_first_step_can_be_started_again(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from temper.errors import TemperError
+
+    data = write_rows(tmp_path / "rows.jsonl", 8)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2"), callbacks=[CrashAt(0)])
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "temper_run.json"]
+    # Nothing trained, nothing to lose: the same command runs (no --overwrite-output-dir needed).
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2"), callbacks=[CrashAt(1)])
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1]
+    # One step logged: that run is kept unless resumed or overwritten.
+    with pytest.raises(TemperError, match="already holds a run"):
+        train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
+from temper.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -117,11 +118,15 @@ class TrainCfg:
     learning_rate: float = field(1e-4, help="peak learning rate")
     lr_scheduler_type: str = field("cosine", help="linear, cosine, constant, constant_with_warmup, ...")
     warmup_ratio: float = field(0.0, help="fraction of steps spent warming up")
+    warmup_steps: int = field(0, help="steps spent warming up (overrides warmup_ratio when > 0)")
     weight_decay: float = field(0.0, help="AdamW weight decay")
     max_grad_norm: float = field(1.0, help="gradient clipping norm")
     seed: int = field(42, help="seed for data sampling, init and shuffling")
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
+    neftune_noise_alpha: float | None = field(
+        None, help="NEFTune: noise of this scale on the input embeddings while training (e.g. 5)"
+    )
     train_sampling_strategy: str = field(
         "group_by_length",
         help="sample order (the Trainer's option): group_by_length (batches of similar length, little "
@@ -151,6 +156,37 @@ class TrainCfg:
         check_range("learning_rate", self.learning_rate, 0, 1)
         check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
         check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        if not 0 <= self.warmup_ratio < 1:  # transformers reads a float >= 1 as a step count
+            raise ConfigError(
+                f"warmup_ratio: got {self.warmup_ratio!r}, expected a fraction in [0, 1).",
+                hint="Use warmup_steps to give a number of steps.",
+                key="warmup_ratio",
+            )
+        check_range("warmup_steps", self.warmup_steps, 0, None)
+        check_range("neftune_noise_alpha", self.neftune_noise_alpha, 0, None)
+        check_trainer_names(self.lr_scheduler_type, self.report_to)
+
+
+def check_trainer_names(lr_scheduler_type: str, report_to: list[str]) -> None:
+    """The Trainer's own names, checked here so that a typo stops the run before the model loads (the Trainer
+    would raise only when it is built, after data and model)."""
+    from transformers.trainer_utils import SchedulerType
+
+    check_choice("lr_scheduler_type", lr_scheduler_type, [t.value for t in SchedulerType])
+    if report_to == ["none"]:
+        return
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    installed = get_available_reporting_integrations()
+    for name in report_to:
+        check_choice("report_to", name, ["none", "all", *INTEGRATION_TO_CALLBACK])
+        if name not in ("none", "all") and name not in installed:
+            raise ConfigError(
+                f"report_to: {name!r} needs its package, which is not installed in this environment.",
+                hint=f"Install it (pip install {name.replace('_', '-')}) or pass --report-to none.",
+                key="report_to",
+            )
 
 
 @dataclass

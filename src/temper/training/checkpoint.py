@@ -58,15 +58,27 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> str | None:
 
 
 def check_output_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
-    """A non-empty run dir is only reused when resuming or when the user says so explicitly."""
+    """A non-empty run dir is only reused when resuming or when the user says so explicitly, or when it holds
+    only what a run writes before its first step (config.yaml and a manifest without a result): that run stopped
+    before training (a bad option, Ctrl-C while loading) and left nothing to lose."""
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return
-    if resume or overwrite:
+    if resume or overwrite or never_started(run_dir):
         return
     raise TemperError(
         f"output_dir {str(run_dir)!r} already holds a run.",
         hint="Pass --resume auto to continue it, --overwrite-output-dir true to start over, or another --output-dir.",
     )
+
+
+def never_started(run_dir: Path) -> bool:
+    """True for a run dir holding only config.yaml and a manifest with no result (written just before training)."""
+    if not {p.name for p in run_dir.iterdir()} <= {"config.yaml", "temper_run.json"}:
+        return False
+    try:
+        return "result" not in json.loads((run_dir / "temper_run.json").read_text())
+    except (OSError, ValueError):
+        return not (run_dir / "temper_run.json").exists()
 
 
 def check_world_size(run_dir: Path, resume: str | None, world_size: int) -> None:

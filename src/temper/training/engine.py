@@ -214,7 +214,8 @@ def build_training_args(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        # transformers 5 has one option for both: an int counts steps, a float < 1 is a ratio of total steps.
+        warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
@@ -222,6 +223,7 @@ def build_training_args(
         # transformers 5 renamed gradient_checkpointing; we keep the name users know as our key.
         activation_checkpointing=cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        neftune_noise_alpha=cfg.neftune_noise_alpha,
         logging_steps=cfg.logging_steps,
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
