@@ -91,6 +91,12 @@ def test_the_trainers_own_names_are_checked_before_anything_runs(
         SFTConfig.from_sources(None, ["--report-to", "wandbb"])
     with pytest.raises(ConfigError, match=r"warmup_ratio: got 1\.5"):
         SFTConfig.from_sources(None, ["--warmup-ratio", "1.5"])
+    for flag in ("--logging-steps", "--save-steps", "--eval-steps", "--per-device-eval-batch-size"):
+        with pytest.raises(ConfigError, match=f"{flag[2:].replace('-', '_')}: got 0"):
+            SFTConfig.from_sources(None, [flag, "0"])
+    with pytest.raises(ConfigError, match="nothing would train"):
+        SFTConfig.from_sources(None, ["--num-train-epochs", "0"])
+    assert SFTConfig.from_sources(None, ["--num-train-epochs", "0", "--max-steps", "5"]).train.max_steps == 5
     out = tmp_path / "run"
     assert main(["sft", "--lr-scheduler-type", "cosinus", "--output-dir", str(out)]) == 2
     assert "error: lr_scheduler_type" in capsys.readouterr().err and not out.exists()

@@ -131,6 +131,40 @@ def test_existing_run_dir_is_not_clobbered(tiny_llama_dir: Path, tmp_path: Path)
     assert (out / "keep.txt").read_text() == "precious"
 
 
+def test_early_stopping_stops_when_the_val_loss_stops_improving(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    # A learning rate of 0 keeps the val loss where it is: the first evaluation sets the best, the next two do
+    # not improve on it, and patience 2 ends the run at step 3 of 10.
+    data = write_rows(tmp_path / "rows.jsonl", 16)
+    out = tmp_path / "run"
+    args = (
+        "--max-steps",
+        "10",
+        "--lr",
+        "0",
+        "--val-size",
+        "4",
+        "--eval-steps",
+        "1",
+        "--early-stopping-patience",
+        "2",
+    )
+    result = train_sft(make_cfg(tiny_llama_dir, data, out, *args))
+    assert result.global_step == 3
+    assert [r["step"] for r in read_metrics(out) if "eval_loss" in r][:3] == [1, 2, 3]
+
+
+def test_early_stopping_without_validation_data_is_an_error(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from temper.errors import ConfigError
+
+    data = write_rows(tmp_path / "rows.jsonl", 8)
+    cfg = make_cfg(
+        tiny_llama_dir, data, tmp_path / "run", "--max-steps", "2", "--early-stopping-patience", "2"
+    )
+    with pytest.raises(ConfigError, match="no validation data") as err:
+        train_sft(cfg)  # it used to train without ever stopping early
+    assert "--val-size" in str(err.value.hint)
+
+
 def test_generation_metrics_on_the_val_split(tiny_llama_dir: Path, tmp_path: Path) -> None:
     data = write_rows(tmp_path / "rows.jsonl", 16)
     out = tmp_path / "run"

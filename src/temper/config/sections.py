@@ -163,6 +163,22 @@ class TrainCfg:
                 key="warmup_ratio",
             )
         check_range("warmup_steps", self.warmup_steps, 0, None)
+        check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1, None)
+        # None is "the default" for these; 0 would have read as None (or, for logging, failed in the Trainer).
+        for key in (
+            "logging_steps",
+            "eval_steps",
+            "save_steps",
+            "save_total_limit",
+            "early_stopping_patience",
+        ):
+            check_range(key, getattr(self, key), 1, None)
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConfigError(
+                f"num_train_epochs: got {self.num_train_epochs!r} with no max_steps, so nothing would train.",
+                hint="Give a positive --num-train-epochs (e.g. 1) or --max-steps N.",
+                key="num_train_epochs",
+            )
         check_range("neftune_noise_alpha", self.neftune_noise_alpha, 0, None)
         check_trainer_names(self.lr_scheduler_type, self.report_to)
 

@@ -269,6 +269,13 @@ def train(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     quiet_deepspeed_cpu_notice()
+    if cfg.early_stopping_patience and eval_dataset is None:
+        raise ConfigError(
+            f"early_stopping_patience: {cfg.early_stopping_patience} evaluations without improvement, but this run "
+            "has no validation data to evaluate on.",
+            hint="Hold some rows out with --val-size (e.g. 0.1), or drop --early-stopping-patience.",
+            key="early_stopping_patience",
+        )
     resume = find_resume_checkpoint(run_dir, cfg.resume)
     args = build_training_args(
         cfg,
@@ -292,7 +299,7 @@ def train(
         stopper,
         *callbacks,
     ]
-    if cfg.early_stopping_patience and eval_dataset is not None:
+    if cfg.early_stopping_patience:  # checked above: there is eval data
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = TemperTrainer(
         model=model,
