@@ -72,6 +72,51 @@ def test_infer_reads_training_formats_through_the_data_layer(tmp_path: Path) -> 
     assert rows[0].messages[-1]["role"] == "user" and "Say hi" in rows[0].messages[-1]["content"]
 
 
+def test_rows_without_their_answer_are_prompts_and_the_rest_is_still_validated(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from temper.errors import DataError
+
+    files = {  # one format per file, as the data layer detects it
+        "alpaca": [{"instruction": "Say hi", "input": "to Bob"}, {"instruction": "Name a colour.", "output": ""}],
+        "query": [{"query": "Count to 3.", "history": [["Hi", "Hello!"]]}],
+        "sharegpt": [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                                        {"from": "human", "value": "Bye"}]}],
+    }  # fmt: skip
+    got = []
+    for name, rows in files.items():
+        src = tmp_path / f"{name}.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        got += read_prompts(src)
+    assert [r.reference for r in got] == [None, None, None, None]
+    assert [r.messages[-1] for r in got] == [
+        {"role": "user", "content": "Say hi\nto Bob"},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "user", "content": "Count to 3."},
+        {"role": "user", "content": "Bye"},
+    ]
+    assert got[2].messages[:2] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
+    assert len(got[3].messages) == 3
+    # A real LLaMA-Factory file with its answers: each answer is the reference, as before.
+    path = shared_data / "llamafactory" / "alpaca_en_demo.json"
+    alpaca = read_prompts(path)
+    assert [r.reference for r in alpaca] == [row["output"] for row in json.loads(path.read_text())]
+    # Everything but the answer is validated as for training.
+    src = tmp_path / "bad.jsonl"
+    src.write_text(
+        json.dumps({"instruction": 3}) + "\n" + json.dumps({"instruction": "q", "history": "x"}) + "\n"
+    )
+    with pytest.raises(DataError) as err:
+        read_prompts(src)
+    assert err.value.problems == [
+        f"{src}:1:instruction: expected a string, got int '3'",
+        f"{src}:2:history: expected a list of [query, response] pairs, got str",
+    ]
+
+
 def test_repl_streams_answers_keeps_history_and_obeys_commands(tiny_engine: Engine) -> None:
     lines = iter(["hello", "/reset", "", "hello", "/exit", "never read"])
     out = io.StringIO()

@@ -2,7 +2,7 @@
 
 Input rows are OpenAI `messages` (a trailing assistant turn is kept as the reference answer), `prompt` rows
 (the prompt is the user message), or any training format the data layer reads (alpaca, sharegpt, ...; the
-last assistant turn becomes the reference). All rows go through the continuous batcher together; each output
+last assistant turn becomes the reference, and may be absent: an alpaca row without `output` is a prompt). All rows go through the continuous batcher together; each output
 line is written as soon as it and every row before it are done, so an interrupted run resumes after the last
 line written (a half-written last line is dropped and redone).
 
@@ -79,13 +79,56 @@ def _from_prompt_row(row: dict[str, Any]) -> PromptRow:
     return PromptRow(messages)
 
 
+def _answer_optional(convert: Any, add_answer: Any) -> Any:
+    """A training converter for prompt rows: a row without its answer (alpaca `output`, query `response`, a
+    sharegpt conversation ending on the user) is converted with a placeholder answer that is then dropped, so
+    every other field is validated exactly as for training."""
+
+    def convert_prompt(row: Any, tags: Any) -> Any:
+        from temper.data.records import ChatExample
+
+        filled = add_answer(row, tags)
+        if filled is None:
+            return convert(row, tags)
+        rec = convert(filled, tags)
+        return ChatExample(rec.messages[:-1], rec.system, rec.tools)
+
+    return convert_prompt
+
+
+def _prompt_formats() -> dict[str, Any]:
+    """The data layer's formats, with the answer of alpaca, query-response and sharegpt rows optional."""
+    from dataclasses import replace
+
+    from temper.data.formats import FORMATS, ShareGPTTags
+
+    def answer_key(key: str) -> Any:
+        return lambda row, tags: {**row, key: "-"} if row.get(key) in (None, "") else None
+
+    def sharegpt_turn(row: Any, tags: Any) -> Any:
+        t, turns = ShareGPTTags.from_tags(tags), row.get("conversations")
+        if not (isinstance(turns, list) and turns and isinstance(turns[-1], dict)):
+            return None
+        if turns[-1].get(t.role_tag) != t.user_tag:
+            return None
+        return {**row, "conversations": [*turns, {t.role_tag: t.assistant_tag, t.content_tag: "-"}]}
+
+    out = dict(FORMATS)
+    for name, add in (("alpaca", answer_key("output")), ("query_response", answer_key("response"))):
+        out[name] = replace(FORMATS[name], convert=_answer_optional(FORMATS[name].convert, add))
+    out["sharegpt"] = replace(
+        FORMATS["sharegpt"], convert=_answer_optional(FORMATS["sharegpt"].convert, sharegpt_turn)
+    )
+    return out
+
+
 def _from_records(path: Path, format: str) -> list[PromptRow]:  # noqa: A002
     from temper.data.load import load_records
     from temper.data.records import ChatExample
     from temper.data.templates import to_chat_dicts
 
     out = []
-    for rec in load_records([str(path)], format=format):
+    for rec in load_records([str(path)], format=format, converters=_prompt_formats()):
         if not isinstance(rec, ChatExample):
             raise DataError(
                 f"{rec.source}: {type(rec).__name__} rows have no prompt to answer; expected chat rows."
