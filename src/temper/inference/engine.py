@@ -158,7 +158,7 @@ class Engine:
             return model_id
         raise UnknownModelError(
             f"model {model_id!r} is not served here; available: {', '.join(self.model_ids)}.",
-            hint="Pass one of these ids (or 'base'), or restart the server with --adapter NAME=RUN_DIR.",
+            hint="Pass one of these ids or 'base' (a server takes more adapters: temper serve --adapter NAME=RUN_DIR).",
         )
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
