@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,6 +168,41 @@ def test_text_rows() -> None:
 def test_malformed_rows_name_the_field(fmt: str, row: dict[str, Any], expected: list[str]) -> None:
     got = fields(fmt, row)
     assert got == expected, problems(fmt, row)
+
+
+def test_a_turn_can_turn_its_own_loss_off(lf: Path) -> None:
+    user, bot = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
+    row = {"messages": [user, {**bot, "loss": False}, user, {**bot, "loss_weight": 1.0}]}
+    assert [m.train for m in FORMATS["messages"].convert(row, {}).messages] == [None, False, None, True]
+    sharegpt = {
+        "conversations": [{"from": "human", "value": "q", "loss_weight": 0}, {"from": "gpt", "value": "a"}]
+    }
+    assert [m.train for m in FORMATS["sharegpt"].convert(sharegpt, {}).messages] == [None, None]
+    # LLaMA-Factory's v1 demo marks every turn: users 0.0 (context), assistants 1.0 (trained).
+    from temper.data.load import load_records
+
+    records = load_records([str(lf / "v1_sft_demo.jsonl")], model_name="E", model_author="A")
+    turns = [m for r in records if isinstance(r, ChatExample) for m in r.messages]
+    assert {(m.role, m.train) for m in turns} == {("user", None), ("assistant", True)}
+
+
+@pytest.mark.parametrize(
+    ("turn", "field", "message"),
+    [
+        ({"role": "assistant", "content": "a", "loss_weight": 0.5}, "messages[1].loss_weight", "0 or 1"),
+        ({"role": "assistant", "content": "a", "loss": "no"}, "messages[1].loss", "true or false, got str"),
+        ({"role": "assistant", "content": "a", "loss": False}, "messages", "nothing to learn"),
+    ],
+)
+def test_bad_or_useless_turn_losses_are_row_errors(turn: dict[str, Any], field: str, message: str) -> None:
+    got = problems("messages", {"messages": [{"role": "user", "content": "q"}, turn]})
+    assert len(got) == 1 and got[0][0] == field and message in got[0][1], got
+    trained_user = {
+        "messages": [{"role": "user", "content": "q", "loss": True}, {"role": "assistant", "content": "a"}]
+    }
+    assert problems("messages", trained_user) == [
+        ("messages[0].loss", "only assistant turns can be trained, this is a user turn")
+    ]
 
 
 def test_problem_messages_say_what_was_expected() -> None:

@@ -96,6 +96,16 @@ def test_train_on_prompt_labels_everything_but_masked_history(
         assert [tok.decode(r) for r in ignored_runs(ids, labels)] == earlier, rec.source
 
 
+def test_a_reply_with_its_loss_off_is_context(tok: Any) -> None:
+    rec = ChatExample(
+        [Message("user", "Hi"), Message("assistant", "Hello!", train=False), Message("user", "Bye"),
+         Message("assistant", "Goodbye!")]
+    )  # fmt: skip
+    ids, labels = chat_ids(tok, rec)
+    assert [tok.decode(r) for r in labelled_runs(ids, labels)] == ["Goodbye!<|im_end|>"]
+    assert ids == chat_ids(tok, ChatExample([Message(m.role, m.content) for m in rec.messages]))[0]
+
+
 def test_label_options_reach_the_stats_and_are_refused_for_preference_data(
     tmp_path: Path, tiny_llama_dir: Path, lf: Path
 ) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temper.data.records import ChatExample, Message, Record, TextExample
+from temper.data.turns import kind as _kind
+from temper.data.turns import turn_loss, turn_text
 
 Row = Mapping[str, Any]
 Tags = Mapping[str, str]
@@ -27,10 +29,6 @@ class RowError(Exception):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 def _text(row: Row, key: str, problems: list[tuple[str, str]], required: bool = True, where: str = "") -> str:
@@ -241,41 +239,6 @@ def to_messages(row: Row, tags: Tags) -> ChatExample:
     return _role_list(row, "messages", "role", "content", _OPENAI_ROLES)
 
 
-# Content parts of LLaMA-Factory v1 / OpenAI-style messages, written out as text. Reasoning gets the <think>
-# wrapper that reasoning models (and LLaMA-Factory's default thought words) use; tool calls are their JSON.
-PART_TEXT = {"text": "{}", "reasoning": "<think>\n{}\n</think>\n\n", "tool_call": "{}"}
-
-
-def _content(turn: Mapping[str, Any], key: str, where: str, p: list[tuple[str, str]]) -> str:
-    """A turn's text: a string, a list of parts ({type: text|reasoning|tool_call, text|value}), or tool_calls."""
-    value = turn.get(key)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts: list[str] = []
-        for j, part in enumerate(value):
-            kind = part.get("type", "text") if isinstance(part, dict) else None
-            text = part.get("text", part.get("value")) if isinstance(part, dict) else None
-            if kind not in PART_TEXT or not isinstance(text, str):
-                kinds = ", ".join(PART_TEXT)
-                p.append(
-                    (f"{where}[{j}]", f"expected a {kinds} part with a string value, got {str(part)[:60]!r}")
-                )
-                continue
-            if kind == "tool_call" and texts and not texts[-1].endswith("\n"):
-                text = "\n" + text  # several calls in one turn: one JSON object per line
-            texts.append(PART_TEXT[str(kind)].format(text))
-        return "".join(texts)
-    calls = turn.get("tool_calls")
-    if value is None and isinstance(calls, list) and calls:
-        funcs = [c.get("function", c) if isinstance(c, dict) else c for c in calls]
-        return json.dumps(funcs[0] if len(funcs) == 1 else funcs, ensure_ascii=False)
-    p.append(
-        (where, "missing; expected a string" if value is None else f"expected a string, got {_kind(value)}")
-    )
-    return ""
-
-
 def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[str, str]) -> ChatExample:
     p: list[tuple[str, str]] = []
     turns = row.get(key)
@@ -306,12 +269,21 @@ def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[
                 )
             )
             continue
-        text = _content(turn, content_tag, f"{where}.{content_tag}", p)
+        text = turn_text(turn, content_tag, f"{where}.{content_tag}", p)
+        train = turn_loss(turn, roles[tag], where, p)
         if roles[tag] == "system" and i == 0 and not msgs:
             system = system or text
             continue
-        msgs.append(Message(roles[tag], text))
+        msgs.append(Message(roles[tag], text, train))
         src.append(i)
+    replies = [m.train for m in msgs if m.role == "assistant"]
+    if replies and all(t is False for t in replies):
+        p.append(
+            (
+                key,
+                "every assistant turn has its loss turned off (loss_weight 0 / loss false): nothing to learn",
+            )
+        )
     _no_media(row, p)
     names = {"role": role_tag, "content": content_tag}
     field_of: FieldOf = lambda i, attr: f"{key}[{src[i] if i < len(src) else i}].{names[attr]}"  # noqa: E731

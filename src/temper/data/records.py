@@ -15,6 +15,9 @@ ROLES = ("system", "user", "assistant", "tool")
 class Message:
     role: str  # one of ROLES
     content: str
+    # An assistant turn's own say on whether it is trained (LLaMA-Factory's `loss_weight`, ms-swift's `loss`);
+    # None is the default: assistant replies train, everything else is context.
+    train: bool | None = None
 
 
 @dataclass

@@ -78,7 +78,8 @@ def chat_ids(
     """Full-length (input_ids, labels) of a conversation; raises TemperError if the template is not
     prefix-stable (rendering a longer conversation rewrites an earlier part), where no mask can be exact.
 
-    Labels are every assistant reply plus its end-of-turn token. LLaMA-Factory's two options change that:
+    Labels are every assistant reply plus its end-of-turn token, except replies whose row turned their loss off
+    (`Message.train` False: LLaMA-Factory's `loss_weight: 0`, ms-swift's `loss: false`). Two options change that:
     `mask_history` labels only the last reply (earlier replies and their ends of turn are context), and
     `train_on_prompt` labels every token outside the replies as well (system, user turns, template tokens).
 
@@ -86,6 +87,8 @@ def chat_ids(
     """
     msgs = to_chat_dicts(example, system)
     last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
+    # A row's own per-turn choice, in assistant-turn order (to_chat_dicts keeps the order of the messages).
+    own = iter([m.train for m in example.messages if m.role == "assistant"])
     full = render_prompt(tokenizer, msgs, add_generation_prompt=False, tools=example.tools)
     ids: list[int] = []
     labels: list[int] = []
@@ -110,7 +113,7 @@ def chat_ids(
         tail = _ids(tokenizer, full[end : len(upto)])
         ids += prompt + reply + tail
         labels += prompt if train_on_prompt else [IGNORE] * len(prompt)
-        if mask_history and i != last:
+        if next(own) is False or (mask_history and i != last):
             labels += [IGNORE] * (len(reply) + len(tail))  # an earlier reply and its end of turn are context
         else:
             labels += reply + (tail if train_on_prompt else _tail_labels(tokenizer, tail))
