@@ -100,8 +100,19 @@ def test_dataset_info_columns_and_tags(tmp_path: Path) -> None:
         },
         "qa": {"file_name": "q.jsonl", "columns": {"prompt": "question", "response": "answer"}},
         "hub": {"hf_hub_url": "someone/remote"},
+        "qa3": {
+            "file_name": "q.jsonl",
+            "columns": {"prompt": "question", "response": "answer"},
+            "num_samples": 3,
+        },
+        "bad_n": {"file_name": "q.jsonl", "num_samples": "all"},
     }
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    # num_samples samples like name#N (here: upsampling the one row); an explicit #N wins.
+    assert len(load_records(["qa3"], dataset_dir=tmp_path)) == 3
+    assert len(load_records(["qa3#2"], dataset_dir=tmp_path)) == 2
+    with pytest.raises(DataError, match="num_samples must be a positive integer, got 'all'"):
+        load_records(["bad_n"], dataset_dir=tmp_path)
     chat, qa = load_records(["chat", "qa"], dataset_dir=tmp_path)
     assert isinstance(chat, ChatExample) and chat.system == "S"
     assert [(m.role, m.content) for m in chat.messages] == [("user", "hi"), ("assistant", "hello")]

@@ -278,10 +278,15 @@ def _source(
         path = Path(dataset_dir or ".") / entry["file_name"]
         if not path.exists():
             raise DataError(f"dataset_info entry {name!r} points at {path}, which does not exist")
+        wanted = entry.get("num_samples")  # LLaMA-Factory's per-dataset sample count; `name#N` overrides it
+        if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
+            raise DataError(
+                f"dataset_info entry {name!r}: num_samples must be a positive integer, got {wanted!r}"
+            )
         return Source(
             spec,
             path,
-            limit,
+            limit if limit is not None else wanted,
             _info_format(entry),
             dict(entry.get("columns", {})),
             dict(entry.get("tags", {})),
