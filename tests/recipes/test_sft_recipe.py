@@ -343,3 +343,25 @@ def test_a_run_that_stopped_before_its_first_step_can_be_started_again(
     # One step logged: that run is kept unless resumed or overwritten.
     with pytest.raises(TemperError, match="already holds a run"):
         train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2"))
+
+
+def test_resuming_with_other_options_or_data_says_so(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_rows(tmp_path / "rows.jsonl", 8)
+    out = tmp_path / "run"
+    train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2", "--save-steps", "2"))
+    capsys.readouterr()
+    # Same options and data: nothing to say.
+    train_sft(
+        make_cfg(tiny_llama_dir, data, out, "--max-steps", "2", "--save-steps", "2", "--resume", "auto")
+    )
+    err = capsys.readouterr().err
+    assert "resuming with options" not in err and "data files changed" not in err
+    # Extend the run with another learning rate on edited data; where it logs and saves does not count.
+    write_rows(data, 9)
+    extra = ("--max-steps", "4", "--lr", "1e-3", "--save-steps", "1", "--resume", "auto")
+    train_sft(make_cfg(tiny_llama_dir, data, out, *extra))
+    err = capsys.readouterr().err
+    assert "learning_rate 0.003 -> 0.001" in err and "max_steps 2 -> 4" in err and "save_steps" not in err
+    assert "the data files changed since this run started" in err

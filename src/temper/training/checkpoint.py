@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -100,6 +101,45 @@ def check_world_size(run_dir: Path, resume: str | None, world_size: int) -> None
             f"with --nproc {before} to continue the same curve.",
             file=sys.stderr,
         )
+
+
+# Options that do not change what a resumed run computes (where it logs, saves and reports, and how fast).
+_NOT_THE_CURVE = {
+    "resume", "overwrite_output_dir", "output_dir", "num_threads", "report_to", "logging_steps", "save_steps",
+    "save_total_limit", "nproc", "nnodes", "node_rank", "master_addr", "master_port",
+}  # fmt: skip
+
+
+def resume_changes(
+    run_dir: Path, resume: str | None, settings: dict[str, Any], fingerprint: str
+) -> list[str]:
+    """What differs between the run being resumed (its config.yaml and manifest) and this invocation: changed
+    options and changed data files. Resuming is allowed either way (extending max_steps is a common reason);
+    the user is told that the curve will no longer be the uninterrupted one."""
+    saved, manifest = run_dir / "config.yaml", run_dir / "temper_run.json"
+    if not resume or not saved.is_file():
+        return []
+    import yaml
+
+    try:
+        before = yaml.safe_load(saved.read_text()) or {}
+        started = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    changed = [
+        f"{key} {before[key]!r} -> {value!r}"
+        for key, value in settings.items()
+        if key in before and key not in _NOT_THE_CURVE and before[key] != value
+    ]
+    out = []
+    if changed:
+        out.append(f"note: resuming with options that differ from {saved}: {', '.join(changed)}.")
+    if started.get("data_fingerprint") not in (None, fingerprint):
+        out.append(
+            "warning: the data files changed since this run started (their fingerprint differs from the "
+            "manifest's); the resumed steps train on the new contents."
+        )
+    return out
 
 
 # What a full disk (or quota, or file-size limit) looks like from each writer: OSError from Python, an
