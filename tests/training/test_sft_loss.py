@@ -64,6 +64,11 @@ def test_under_mixed_precision_only_the_last_hidden_state_is_taken(tiny_llama_di
             if p.requires_grad:
                 p.data = p.data.float()  # fp32 adapters, as engine.train keeps them
                 torch.nn.init.normal_(p, std=0.02)  # LoRA B starts at zero: give every adapter a gradient
+    from accelerate.state import AcceleratorState
+
+    # A Trainer that ran earlier in this process left accelerate's global state at mixed_precision "no"; start
+    # from a clean one (as the Trainer's own TrainingArguments do) whichever tests ran before.
+    AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision="bf16", cpu=True)
     model = accelerator.prepare(model)
     batch = _batch(model.config.vocab_size)

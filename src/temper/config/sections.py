@@ -180,29 +180,6 @@ class TrainCfg:
                 key="num_train_epochs",
             )
         check_range("neftune_noise_alpha", self.neftune_noise_alpha, 0, None)
-        check_trainer_names(self.lr_scheduler_type, self.report_to)
-
-
-def check_trainer_names(lr_scheduler_type: str, report_to: list[str]) -> None:
-    """The Trainer's own names, checked here so that a typo stops the run before the model loads (the Trainer
-    would raise only when it is built, after data and model)."""
-    from transformers.trainer_utils import SchedulerType
-
-    check_choice("lr_scheduler_type", lr_scheduler_type, [t.value for t in SchedulerType])
-    if report_to == ["none"]:
-        return
-    from transformers.integrations import get_available_reporting_integrations
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-    installed = get_available_reporting_integrations()
-    for name in report_to:
-        check_choice("report_to", name, ["none", "all", *INTEGRATION_TO_CALLBACK])
-        if name not in ("none", "all") and name not in installed:
-            raise ConfigError(
-                f"report_to: {name!r} needs its package, which is not installed in this environment.",
-                hint=f"Install it (pip install {name.replace('_', '-')}) or pass --report-to none.",
-                key="report_to",
-            )
 
 
 @dataclass

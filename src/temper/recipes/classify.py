@@ -45,7 +45,7 @@ from temper.recipes.encoder_tools import (
 )
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
 from temper.training.checkpoint import check_output_dir
-from temper.training.engine import TrainResult, train
+from temper.training.engine import TrainResult, check_trainer_names, train
 from temper.tuning import apply_tuning, count_parameters
 
 console = Console(stderr=True)
@@ -66,6 +66,7 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
     """Fine-tune a classifier as configured and write a run directory to `cfg.train.output_dir`."""
     start = time.perf_counter()
     run_dir = Path(cfg.train.output_dir)
+    check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)

@@ -33,7 +33,7 @@ from temper.objectives.embedding import EmbeddingCollator, embedding_loss_fn
 from temper.recipes.encoder_tools import sample, split_off
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
 from temper.training.checkpoint import check_output_dir
-from temper.training.engine import TrainResult, train
+from temper.training.engine import TrainResult, check_trainer_names, train
 from temper.tuning import apply_tuning
 
 console = Console(stderr=True)
@@ -87,6 +87,7 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
 
     start = time.perf_counter()
     run_dir = Path(cfg.train.output_dir)
+    check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)

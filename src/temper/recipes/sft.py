@@ -36,7 +36,7 @@ from temper.models.load import load_causal_lm, pick_dtype, resolve
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import fingerprint_files, write_manifest
 from temper.training.checkpoint import check_output_dir, check_world_size, resume_changes
-from temper.training.engine import TrainResult, train, use_bf16
+from temper.training.engine import TrainResult, check_trainer_names, train, use_bf16
 from temper.training.launch import trainer_kwargs
 from temper.tuning import apply_tuning, count_parameters
 
@@ -56,6 +56,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     run_dir = Path(cfg.train.output_dir)
     # Every process checks before any writes (the barrier), then only the main process writes the run dir.
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
+    check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     check_world_size(run_dir, cfg.train.resume, state.num_processes)
     fingerprint = fingerprint_files(cfg.data.dataset)

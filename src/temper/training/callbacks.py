@@ -293,3 +293,22 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
+
+
+def trim_metrics(path: Path, resume: str | None) -> None:
+    """A fresh run starts a new log; a resumed one drops rows logged after its checkpoint (they are redone)."""
+    if not path.exists():
+        return
+    if resume is None:
+        path.unlink()
+        return
+    step = int(Path(resume).name.rsplit("-", 1)[-1])
+    kept = [line for line in path.read_text().splitlines() if line.strip() and _row_step(line) <= step]
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _row_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0

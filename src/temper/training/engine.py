@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
+from temper.config.base import check_choice
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
 from temper.models.load import bf16_supported
@@ -37,6 +38,7 @@ from temper.training.callbacks import (
     StopOnSignal,
     TokenMeter,
     plot_metrics,
+    trim_metrics,
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
 from temper.training.launch import quiet_deepspeed_cpu_notice
@@ -157,6 +159,26 @@ class TemperTrainer(Trainer):
 
 def use_bf16(cfg: TrainCfg) -> bool:
     return cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_supported())
+
+
+def check_trainer_names(cfg: TrainCfg) -> None:
+    """The Trainer's own names, checked when a recipe starts: a typo stops the run before the data and the model
+    load (the Trainer would raise only when built, with a traceback). Not in TrainCfg itself: transformers'
+    scheduler list costs seconds to import, which a config check (the board's form) should not pay."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    from transformers.trainer_utils import SchedulerType
+
+    check_choice("lr_scheduler_type", cfg.lr_scheduler_type, [t.value for t in SchedulerType])
+    installed = get_available_reporting_integrations()
+    for name in cfg.report_to:
+        check_choice("report_to", name, ["none", "all", *INTEGRATION_TO_CALLBACK])
+        if name not in ("none", "all") and name not in installed:
+            raise ConfigError(
+                f"report_to: {name!r} needs its package, which is not installed in this environment.",
+                hint=f"Install it (pip install {name.replace('_', '-')}) or pass --report-to none.",
+                key="report_to",
+            )
 
 
 def compile_blocks(model: Any) -> int:
@@ -365,27 +387,6 @@ def final_eval(trainer: Any, step: int) -> dict[str, float]:
                 break
     metrics: dict[str, float] = trainer.evaluate()
     return metrics
-
-
-def trim_metrics(path: Path, resume: str | None) -> None:
-    """A fresh run starts a new log; a resumed one drops rows logged after its checkpoint (they are redone)."""
-    if not path.exists():
-        return
-    if resume is None:
-        path.unlink()
-        return
-    step = int(Path(resume).name.rsplit("-", 1)[-1])
-    kept = [line for line in path.read_text().splitlines() if line.strip() and _row_step(line) <= step]
-    path.write_text("".join(f"{line}\n" for line in kept))
-
-
-def _row_step(line: str) -> int:
-    import json
-
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 0
 
 
 def peak_rss_mb() -> float:
