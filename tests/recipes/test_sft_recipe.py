@@ -129,6 +129,11 @@ def test_existing_run_dir_is_not_clobbered(tiny_llama_dir: Path, tmp_path: Path)
     with pytest.raises(TemperError, match="already holds a run"):
         train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1"))
     assert (out / "keep.txt").read_text() == "precious"
+    (out / "keep.txt").unlink()
+    (out / "config.yaml").write_text("# my own config\n")  # a user's file, not a run that never started
+    with pytest.raises(TemperError, match="already holds a run"):
+        train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1"))
+    assert (out / "config.yaml").read_text() == "# my own config\n"
 
 
 def test_early_stopping_stops_when_the_val_loss_stops_improving(tiny_llama_dir: Path, tmp_path: Path) -> None:

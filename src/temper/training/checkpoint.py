@@ -73,13 +73,14 @@ def check_output_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None
 
 
 def never_started(run_dir: Path) -> bool:
-    """True for a run dir holding only config.yaml and a manifest with no result (written just before training)."""
+    """True for a run dir holding only config.yaml and a manifest with no result (written just before training).
+    A lone config.yaml may be the user's own file, so the manifest must be there."""
     if not {p.name for p in run_dir.iterdir()} <= {"config.yaml", "temper_run.json"}:
         return False
     try:
         return "result" not in json.loads((run_dir / "temper_run.json").read_text())
     except (OSError, ValueError):
-        return not (run_dir / "temper_run.json").exists()
+        return False
 
 
 def check_world_size(run_dir: Path, resume: str | None, world_size: int) -> None:
