@@ -67,6 +67,19 @@ def test_an_unknown_key_suggests_the_closest_one(tmp_path: Path) -> None:
     assert "`learning_rate`" in str(err.value.hint)
 
 
+def test_a_key_given_twice_in_a_yaml_file_is_an_error(tmp_path: Path) -> None:
+    from temper.board.forms import FormError, parse_extra
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("max_steps: 3\nlearning_rate: 1.0e-4\nmax_steps: 4\n")  # YAML's loaders keep the last one
+    with pytest.raises(ConfigError, match=r"key 'max_steps' appears twice \(lines 1 and 3\)"):
+        SFTConfig.from_sources(path, [])
+    with pytest.raises(FormError, match="appears twice"):  # the board's "more options" box
+        parse_extra("seed: 1\nseed: 2\n")
+    path.write_text("max_steps: 3\nlora_target: [q_proj, v_proj]\n")
+    assert SFTConfig.from_sources(path, []).train.max_steps == 3
+
+
 def test_a_renamed_trainer_key_says_what_to_write_instead() -> None:
     with pytest.raises(ConfigError, match="unknown key 'group_by_length'") as err:
         SFTConfig.from_sources(None, ["--group-by-length", "true"])

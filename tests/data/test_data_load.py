@@ -205,6 +205,25 @@ def test_undetectable_format_and_bad_spec(tmp_path: Path) -> None:
         load_records([str(tmp_path / "nope.json")])
 
 
+def test_a_forced_format_that_fits_no_row_names_the_one_that_does(lf: Path, tmp_path: Path) -> None:
+    path = lf / "identity.json"
+    with pytest.raises(DataError) as err:
+        load_records([str(path)], format="sharegpt")
+    first, second = err.value.problems[:2]
+    assert first == f"{path}: no row is sharegpt; the rows look like alpaca. Pass --format alpaca (or auto)."
+    assert second.startswith(f"{path}:1:conversations: missing")
+    assert len(err.value.problems) == 92  # that line above the 91 rows' own
+    # When some rows convert, the format fits and the other rows are wrong: no such line.
+    mixed = tmp_path / "mixed.jsonl"
+    good = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    mixed.write_text(json.dumps(good) + "\n" + json.dumps({"instruction": "x", "output": "y"}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_records([str(mixed)], format="sharegpt")
+    assert err.value.problems == [
+        f"{mixed}:2:conversations: missing; expected a list of {{from, value}} objects"
+    ]
+
+
 def test_multimodal_rows_are_refused_not_silently_stripped(lf: Path) -> None:
     with pytest.raises(DataError) as err:
         load_records([str(lf / "mllm_demo.json")])

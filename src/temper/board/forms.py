@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from temper.config.base import ALIASES, ComposedConfig, _base_type, coerce
+from temper.config.base import ALIASES, ComposedConfig, _base_type, coerce, parse_yaml
 from temper.errors import ConfigError, DataError, TemperError
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -146,7 +146,7 @@ def parse_extra(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as e:
         raise FormError({"extra": f"not valid YAML: {e}"}) from None
     if not isinstance(data, dict):

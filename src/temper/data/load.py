@@ -152,6 +152,7 @@ def _load_one(
     fmt = converters[fmt_name]
     records: list[Record] = []
     unfilled = 0
+    first_problem = len(problems)
     for row_no, row in rows:
         filled = _fill(row, fill)
         unfilled += bool(_PLACEHOLDER.search(json.dumps(filled, ensure_ascii=False)))
@@ -161,6 +162,14 @@ def _load_one(
             problems += [f"{src.path}:{row_no}:{f}: {m}" for f, m in e.problems]
             continue
         records.append(replace(rec, source=f"{src.path}:{row_no}"))
+    looks_like = next((f for _, r in rows if (f := detect_format(r, converters))), None) if rows else None
+    if not records and looks_like not in (None, fmt_name):
+        # A forced format that fits no row: say so once, above the per-row lines, with the likely fix.
+        problems.insert(
+            first_problem,
+            f"{src.path}: no row is {fmt_name}; the rows look like {looks_like}. Pass --format {looks_like} "
+            "(or auto).",
+        )
     if unfilled:
         log.warning(
             "%s: %d row(s) keep {{name}}/{{author}} placeholders; pass --model-name/--model-author",
