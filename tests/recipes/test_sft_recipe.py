@@ -370,3 +370,12 @@ def test_resuming_with_other_options_or_data_says_so(
     err = capsys.readouterr().err
     assert "learning_rate 0.003 -> 0.001" in err and "max_steps 2 -> 4" in err and "save_steps" not in err
     assert "the data files changed since this run started" in err
+    # Another number of processes is explained too (the run above had one); not without --resume.
+    from temper.training.checkpoint import resume_changes
+
+    settings = make_cfg(tiny_llama_dir, data, out, *extra).to_dict()
+    fingerprint = read_manifest(out)["data_fingerprint"]
+    assert resume_changes(out, "auto", settings, fingerprint, world_size=1) == []
+    (line,) = resume_changes(out, "auto", settings, fingerprint, world_size=2)
+    assert line.startswith("warning: this run was started on 1 process(es) and resumes on 2.")
+    assert resume_changes(out, None, settings, fingerprint, world_size=2) == []

@@ -162,8 +162,8 @@ def _load_one(
             problems += [f"{src.path}:{row_no}:{f}: {m}" for f, m in e.problems]
             continue
         records.append(replace(rec, source=f"{src.path}:{row_no}"))
-    looks_like = next((f for _, r in rows if (f := detect_format(r, converters))), None) if rows else None
-    if not records and looks_like not in (None, fmt_name):
+    looks_like = None if records else next((f for _, r in rows if (f := detect_format(r, converters))), None)
+    if looks_like not in (None, fmt_name):
         # A forced format that fits no row: say so once, above the per-row lines, with the likely fix.
         problems.insert(
             first_problem,

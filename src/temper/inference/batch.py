@@ -2,9 +2,10 @@
 
 Input rows are OpenAI `messages` (a trailing assistant turn is kept as the reference answer), `prompt` rows
 (the prompt is the user message), or any training format the data layer reads (alpaca, sharegpt, ...; the
-last assistant turn becomes the reference, and may be absent: an alpaca row without `output` is a prompt). All rows go through the continuous batcher together; each output
-line is written as soon as it and every row before it are done, so an interrupted run resumes after the last
-line written (a half-written last line is dropped and redone).
+last assistant turn becomes the reference, and may be absent: an alpaca row without `output` is a prompt).
+All rows go through the continuous batcher together; each output line is written as soon as it and every row
+before it are done, so an interrupted run resumes after the last line written (a half-written last line is
+dropped and redone).
 
 Example:
     >>> from temper.inference.engine import Engine

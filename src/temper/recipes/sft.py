@@ -35,7 +35,7 @@ from temper.models.attention import NAME as ATTENTION
 from temper.models.load import load_causal_lm, pick_dtype, resolve
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import fingerprint_files, write_manifest
-from temper.training.checkpoint import check_output_dir, check_world_size, resume_changes
+from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, check_trainer_names, train, use_bf16
 from temper.training.launch import trainer_kwargs
 from temper.tuning import apply_tuning, count_parameters
@@ -58,10 +58,9 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
-    check_world_size(run_dir, cfg.train.resume, state.num_processes)
     fingerprint = fingerprint_files(cfg.data.dataset)
-    for line in resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint):
-        if state.is_main_process:
+    for line in resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint, state.num_processes):
+        if state.is_main_process:  # one explanation, not one per process
             console.print(line, markup=False, highlight=False)
     state.wait_for_everyone()
     run_dir.mkdir(parents=True, exist_ok=True)

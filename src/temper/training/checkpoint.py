@@ -83,27 +83,6 @@ def never_started(run_dir: Path) -> bool:
         return False
 
 
-def check_world_size(run_dir: Path, resume: str | None, world_size: int) -> None:
-    """Explain (not forbid) resuming with another number of processes than the run was started with."""
-    import sys
-
-    manifest = run_dir / "temper_run.json"
-    if not resume or not manifest.exists():
-        return
-    try:
-        before = int(json.loads(manifest.read_text()).get("world_size", world_size))
-    except (OSError, ValueError):
-        return
-    if before != world_size:
-        print(
-            f"warning: this run was started on {before} process(es) and resumes on {world_size}. The optimizer "
-            f"state carries over, but the global batch changes by {world_size}/{before} and the data order after the "
-            "checkpoint differs from an uninterrupted run, so the loss curve will not match it exactly. Resume "
-            f"with --nproc {before} to continue the same curve.",
-            file=sys.stderr,
-        )
-
-
 # Options that do not change what a resumed run computes (where it logs, saves and reports, and how fast).
 _NOT_THE_CURVE = {
     "resume", "overwrite_output_dir", "output_dir", "num_threads", "report_to", "logging_steps", "save_steps",
@@ -112,27 +91,42 @@ _NOT_THE_CURVE = {
 
 
 def resume_changes(
-    run_dir: Path, resume: str | None, settings: dict[str, Any], fingerprint: str
+    run_dir: Path,
+    resume: str | None,
+    settings: dict[str, Any],
+    fingerprint: str,
+    world_size: int | None = None,
 ) -> list[str]:
-    """What differs between the run being resumed (its config.yaml and manifest) and this invocation: changed
-    options and changed data files. Resuming is allowed either way (extending max_steps is a common reason);
-    the user is told that the curve will no longer be the uninterrupted one."""
-    saved, manifest = run_dir / "config.yaml", run_dir / "temper_run.json"
-    if not resume or not saved.is_file():
+    """What differs between the run being resumed (its config.yaml and manifest) and this invocation: another
+    number of processes (when `world_size` is given), changed options, changed data files. Resuming is allowed
+    either way (extending max_steps is a common reason); the user is told that the curve will no longer be the
+    uninterrupted one."""
+    if not resume:
         return []
     import yaml
 
+    saved, manifest = run_dir / "config.yaml", run_dir / "temper_run.json"
     try:
-        before = yaml.safe_load(saved.read_text()) or {}
         started = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        before = (yaml.safe_load(saved.read_text()) or {}) if saved.is_file() else None
     except (OSError, ValueError, yaml.YAMLError):
         return []
+    out = []
+    was = started.get("world_size")
+    if world_size is not None and isinstance(was, int) and was != world_size:
+        out.append(
+            f"warning: this run was started on {was} process(es) and resumes on {world_size}. The optimizer "
+            f"state carries over, but the global batch changes by {world_size}/{was} and the data order after the "
+            "checkpoint differs from an uninterrupted run, so the loss curve will not match it exactly. Resume "
+            f"with --nproc {was} to continue the same curve."
+        )
+    if before is None:
+        return out
     changed = [
         f"{key} {before[key]!r} -> {value!r}"
         for key, value in settings.items()
         if key in before and key not in _NOT_THE_CURVE and before[key] != value
     ]
-    out = []
     if changed:
         out.append(f"note: resuming with options that differ from {saved}: {', '.join(changed)}.")
     if started.get("data_fingerprint") not in (None, fingerprint):
