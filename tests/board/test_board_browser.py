@@ -35,7 +35,10 @@ def test_launch_watch_stop_resume_chat_reload(board: Board, tiny_llama_dir: Path
     from temper.inference.engine import Engine, SamplingParams
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    expect = sync_api.expect
+    # Every wait below is for a state of the board; the cap is long because CI shares two cores between two
+    # test workers (one may be training), and Playwright's 5 s default for expect() is not the page's timeout.
+    expect = sync_api.Expect()
+    expect.set_options(timeout=120_000)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -48,7 +51,7 @@ def test_launch_watch_stop_resume_chat_reload(board: Board, tiny_llama_dir: Path
             ],
         )
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(120_000)  # CI shares two cores between two test workers
+        page.set_default_timeout(120_000)
         page.goto(board.url)
         expect(page.locator("#device")).to_contain_text("CPU")
 

@@ -96,7 +96,7 @@ def test_a_bad_value_names_the_key_and_the_choices() -> None:
 def test_the_trainers_own_names_are_checked_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from temper.training.engine import check_trainer_names
+    from temper.training.preflight import check_trainer_names
 
     # The Trainer would raise these only when built, after the data and the model had loaded.
     with pytest.raises(ConfigError, match="lr_scheduler_type: got 'cosinus'") as err:
@@ -124,7 +124,7 @@ def test_a_reporting_integration_that_is_not_installed_is_named() -> None:
     missing = [n for n in ("wandb", "mlflow", "clearml") if n not in get_available_reporting_integrations()]
     if not missing:
         pytest.skip("wandb, mlflow and clearml are all installed here")
-    from temper.training.engine import check_trainer_names
+    from temper.training.preflight import check_trainer_names
 
     with pytest.raises(ConfigError, match=f"report_to: '{missing[0]}' needs its package") as err:
         check_trainer_names(SFTConfig.from_sources(None, ["--report-to", missing[0]]).train)

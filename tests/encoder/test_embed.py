@@ -80,3 +80,18 @@ def test_pooling_modes() -> None:
     assert pool(hidden, mask, "last").tolist() == [[6.0, 7.0, 8.0]]
     left = torch.tensor([[0, 1, 1, 1]])  # left padding: the last real token is still the last position
     assert pool(hidden, left, "last").tolist() == [[9.0, 10.0, 11.0]]
+
+
+def test_resuming_with_other_options_says_so(
+    tiny_bert_dir: Path, pairs_jsonl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def cfg(*extra: str) -> EmbedConfig:
+        args = ["--model", str(tiny_bert_dir), "--dataset", str(pairs_jsonl), "--output-dir", str(tmp_path / "e"),
+                "--bf16", "false", "--batch-size", "8", "--save-steps", "2", *extra]  # fmt: skip
+        return EmbedConfig.from_sources(None, args)
+
+    train_embedder(cfg("--max-steps", "2"))
+    capsys.readouterr()
+    train_embedder(cfg("--max-steps", "3", "--lr", "1e-3", "--resume", "auto"))
+    err = capsys.readouterr().err
+    assert "resuming with options that differ" in err and "max_steps 2 -> 3" in err and "learning_rate" in err

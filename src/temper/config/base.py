@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from temper.config.foreign import translate
 from temper.errors import ConfigError
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ ALIASES: dict[str, str] = {
     "output": "output_dir",
     "resume_from_checkpoint": "resume",
     "threads": "num_threads",
+    "target_modules": "lora_target",  # peft's and ms-swift's name
 }
 
 # Keys that other tools (or transformers 4) spell with another meaning: no alias can carry the value over, so
@@ -124,7 +126,9 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     """Raise a ConfigError unless `value` is one of `allowed` (used by __post_init__ validators)."""
     allowed = list(allowed)
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        # A prefix ("adamw" for adamw_torch) is the likelier intent than the closest spelling (grokadamw).
+        prefixed = [str(a) for a in allowed if value and str(a).startswith(str(value))]
+        close = prefixed[:1] or difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
         hint = f"Did you mean {close[0]!r}?" if close else f"Use one of: {', '.join(map(str, allowed))}."
         raise ConfigError(f"{name}: got {value!r}, expected one of {allowed}.", hint=hint, key=name)
 
@@ -150,6 +154,8 @@ class ComposedConfig:
     def __init__(self, **sections: Any) -> None:
         for attr, cls in self.SECTIONS.items():
             setattr(self, attr, sections.get(attr) or cls())
+        # What the run should say about keys it read but does not use (a peer's config: config/foreign.py).
+        self.notes: list[str] = []
 
     # ---- introspection -------------------------------------------------------------------------------
     @classmethod
@@ -165,19 +171,32 @@ class ComposedConfig:
 
     # ---- construction --------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config") -> T:
+    def from_dict(
+        cls: type[T], values: Mapping[str, Any], source: str = "config", verb: str | None = None
+    ) -> T:
+        """`verb` is the command the config is for (default: the class's VERB), to check a `stage` key."""
         keys = cls.keys()  # type: ignore[attr-defined]
         per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
-        for raw_key, value in values.items():
+        notes: list[str] = []
+        for raw_key, raw_value in values.items():
             key = str(raw_key).replace("-", "_")
             key = ALIASES.get(key, key)
+            value = raw_value
+            if key not in keys:
+                translated, value, note = translate(key, raw_value, verb or cls.VERB, source)  # type: ignore[attr-defined]
+                notes += [note] if note else []
+                if translated is None:
+                    continue
+                key = translated
             if key not in keys:
                 hint = RENAMED.get(key) or _closest_key_hint(key, list(keys))
                 raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value)
         sections = {attr: sec(**per_section[attr]) for attr, sec in cls.SECTIONS.items()}  # type: ignore[attr-defined]
-        return cls(**sections)
+        cfg = cls(**sections)
+        cfg.notes = notes  # type: ignore[attr-defined]
+        return cfg
 
     @classmethod
     def from_sources(cls: type[T], yaml_path: str | Path | None, argv: Sequence[str] = ()) -> T:

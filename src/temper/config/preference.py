@@ -141,4 +141,6 @@ class PreferenceConfig(ComposedConfig):
                 )
             values["rlhf_type"] = verb
         values.setdefault("output_dir", f"runs/{values.get('rlhf_type', 'dpo')}")
-        return cls.from_dict(values, source=str(yaml_path or "command line"))
+        return cls.from_dict(
+            values, source=str(yaml_path or "command line"), verb=str(values.get("rlhf_type", "dpo"))
+        )

@@ -41,6 +41,9 @@ class DataCfg:
     format: str = field(
         "auto", help="row format: auto, alpaca, sharegpt, messages, query_response, swift_conversation, text"
     )
+    max_samples: int | None = field(
+        None, help="keep the first N rows of each dataset (LLaMA-Factory's key; FILE#N samples N at random)"
+    )
     max_length: int = field(1024, help="tokens per sample (and per packed row)")
     truncation: str = field(
         "truncate", help="rows longer than max_length: truncate or drop (counted either way)"
@@ -74,6 +77,7 @@ class DataCfg:
         check_choice("padding_free", str(self.padding_free).lower(), ["auto", "true", "false"])
         self.padding_free = str(self.padding_free).lower()
         check_range("max_length", self.max_length, 8, None)
+        check_range("max_samples", self.max_samples, 1, None)
         check_range("val_size", self.val_size, 0, None)
         check_choice("eval_dataset", self.eval_dataset, [None, "general_qa"])
 
@@ -93,6 +97,8 @@ class TuneCfg:
     quantization: str | None = field(None, help="QLoRA base weights: 4bit or 8bit (needs bitsandbytes)")
 
     def __post_init__(self) -> None:
+        if self.lora_target == ["all"]:  # LLaMA-Factory's spelling of all-linear
+            self.lora_target = ["all-linear"]
         check_choice("tuning", self.tuning, ["lora", "freeze", "full"])
         check_range("lora_rank", self.lora_rank, 1, None)
         check_range("lora_dropout", self.lora_dropout, 0, 1)
@@ -120,6 +126,14 @@ class TrainCfg:
     warmup_ratio: float = field(0.0, help="fraction of steps spent warming up")
     warmup_steps: int = field(0, help="steps spent warming up (overrides warmup_ratio when > 0)")
     weight_decay: float = field(0.0, help="AdamW weight decay")
+    optim: str = field(
+        "adamw_torch_fused",
+        help="optimizer, by the Trainer's names: adamw_torch_fused (its default), adamw_torch, adafactor, sgd, "
+        "rmsprop; paged_adamw_8bit, adamw_8bit, ... need bitsandbytes",
+    )
+    adam_beta1: float = field(0.9, help="Adam beta1")
+    adam_beta2: float = field(0.999, help="Adam beta2")
+    adam_epsilon: float = field(1e-8, help="Adam epsilon")
     max_grad_norm: float = field(1.0, help="gradient clipping norm")
     seed: int = field(42, help="seed for data sampling, init and shuffling")
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
@@ -180,6 +194,9 @@ class TrainCfg:
                 key="num_train_epochs",
             )
         check_range("neftune_noise_alpha", self.neftune_noise_alpha, 0, None)
+        check_range("adam_beta1", self.adam_beta1, 0, 1)
+        check_range("adam_beta2", self.adam_beta2, 0, 1)
+        check_range("adam_epsilon", self.adam_epsilon, 0, None)
 
 
 @dataclass

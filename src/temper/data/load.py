@@ -58,6 +58,7 @@ def load_records(
     model_author: str | None = None,
     seed: int = 42,
     converters: Mapping[str, Format] = FORMATS,
+    max_samples: int | None = None,
 ) -> list[Record]:
     """Read, convert and validate datasets; several datasets are concatenated in the given order.
 
@@ -74,6 +75,7 @@ def load_records(
         model_author=model_author,
         seed=seed,
         converters=converters,
+        max_samples=max_samples,
     )
     return [r for item in loaded for r in item.records]
 
@@ -88,6 +90,7 @@ def load_config_records(data: Any, seed: int, converters: Mapping[str, Format] =
         model_author=data.model_author,
         seed=seed,
         converters=converters,
+        max_samples=data.max_samples,
     )
 
 
@@ -100,8 +103,13 @@ def load_datasets(
     model_author: str | None = None,
     seed: int = 42,
     converters: Mapping[str, Format] = FORMATS,
+    max_samples: int | None = None,
 ) -> list[Loaded]:
-    """Like load_records but keeps one Loaded per dataset (format, row count) for reports like `data check`."""
+    """Like load_records but keeps one Loaded per dataset (format, row count) for reports like `data check`.
+
+    Each dataset is sampled by its `#N` (or dataset_info num_samples) and then cut to its first `max_samples`
+    records, in that order, as LLaMA-Factory does.
+    """
     if format != "auto" and format not in converters:
         raise DataError(f"unknown format {format!r}; expected auto or one of {', '.join(converters)}")
     sources = resolve_sources(datasets, dataset_dir)
@@ -112,7 +120,7 @@ def load_datasets(
         fmt_name = src.format or (None if format == "auto" else format)
         item = _load_one(src, fmt_name, converters, fill, problems)
         if item is not None:
-            item.records = sample(item.records, src.limit, seed)
+            item.records = sample(item.records, src.limit, seed)[:max_samples]
             out.append(item)
     if problems:
         raise DataError(

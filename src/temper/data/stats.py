@@ -82,6 +82,7 @@ def data_stats(target: str | Path, batch_size: int | None = None) -> DataStats:
         model_name=d.model_name,
         model_author=d.model_author,
         seed=cfg.train.seed,
+        max_samples=d.max_samples,
     )
     samples, stats = encode_dataset(
         records,

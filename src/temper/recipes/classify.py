@@ -44,8 +44,9 @@ from temper.recipes.encoder_tools import (
     tokenize_cls,
 )
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
-from temper.training.checkpoint import check_output_dir
-from temper.training.engine import TrainResult, check_trainer_names, train
+from temper.training.checkpoint import check_output_dir, resume_changes
+from temper.training.engine import TrainResult, train
+from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning, count_parameters
 
 console = Console(stderr=True)
@@ -68,6 +69,12 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
     run_dir = Path(cfg.train.output_dir)
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
+    files = [p for p in (cfg.data.train, cfg.data.validation) if p]
+    for line in [
+        *start_notes(cfg),
+        *resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint_files(files)),
+    ]:
+        console.print(line, markup=False, highlight=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     if len(cfg.data.task) > 1:

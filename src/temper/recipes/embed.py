@@ -32,8 +32,9 @@ from temper.models.load import load_tokenizer, pick_dtype, resolve
 from temper.objectives.embedding import EmbeddingCollator, embedding_loss_fn
 from temper.recipes.encoder_tools import sample, split_off
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
-from temper.training.checkpoint import check_output_dir
-from temper.training.engine import TrainResult, check_trainer_names, train
+from temper.training.checkpoint import check_output_dir, resume_changes
+from temper.training.engine import TrainResult, train
+from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning
 
 console = Console(stderr=True)
@@ -89,6 +90,9 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
     run_dir = Path(cfg.train.output_dir)
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
+    fingerprint = fingerprint_files(list(cfg.data.dataset))
+    for line in [*start_notes(cfg), *resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint)]:
+        console.print(line, markup=False, highlight=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
 

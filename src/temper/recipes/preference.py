@@ -35,7 +35,8 @@ from temper.objectives.simpo import simpo_loss
 from temper.recipes.sft import _base_for_manifest, _summary
 from temper.runs import fingerprint_files, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
-from temper.training.engine import TrainResult, check_trainer_names, train, use_bf16
+from temper.training.engine import TrainResult, train, use_bf16
+from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning, count_parameters
 
 console = Console(stderr=True)
@@ -164,7 +165,8 @@ def start_run(cfg: PreferenceConfig) -> Path:
     run_dir = Path(cfg.train.output_dir)
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
-    for line in resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint_files(cfg.data.dataset)):
+    changes = resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint_files(cfg.data.dataset))
+    for line in [*start_notes(cfg), *changes]:
         console.print(line, markup=False, highlight=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)

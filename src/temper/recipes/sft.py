@@ -36,8 +36,9 @@ from temper.models.load import load_causal_lm, pick_dtype, resolve
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import fingerprint_files, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
-from temper.training.engine import TrainResult, check_trainer_names, train, use_bf16
+from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import trainer_kwargs
+from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning, count_parameters
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
@@ -59,7 +60,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     fingerprint = fingerprint_files(cfg.data.dataset)
-    for line in resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint, state.num_processes):
+    changes = resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint, state.num_processes)
+    for line in [*start_notes(cfg), *changes]:
         if state.is_main_process:  # one explanation, not one per process
             console.print(line, markup=False, highlight=False)
     state.wait_for_everyone()

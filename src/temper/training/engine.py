@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-from temper.config.base import check_choice
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
 from temper.models.load import bf16_supported
@@ -161,26 +160,6 @@ def use_bf16(cfg: TrainCfg) -> bool:
     return cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_supported())
 
 
-def check_trainer_names(cfg: TrainCfg) -> None:
-    """The Trainer's own names, checked when a recipe starts: a typo stops the run before the data and the model
-    load (the Trainer would raise only when built, with a traceback). Not in TrainCfg itself: transformers'
-    scheduler list costs seconds to import, which a config check (the board's form) should not pay."""
-    from transformers.integrations import get_available_reporting_integrations
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-    from transformers.trainer_utils import SchedulerType
-
-    check_choice("lr_scheduler_type", cfg.lr_scheduler_type, [t.value for t in SchedulerType])
-    installed = get_available_reporting_integrations()
-    for name in cfg.report_to:
-        check_choice("report_to", name, ["none", "all", *INTEGRATION_TO_CALLBACK])
-        if name not in ("none", "all") and name not in installed:
-            raise ConfigError(
-                f"report_to: {name!r} needs its package, which is not installed in this environment.",
-                hint=f"Install it (pip install {name.replace('_', '-')}) or pass --report-to none.",
-                key="report_to",
-            )
-
-
 def compile_blocks(model: Any) -> int:
     """torch.compile every block of the model's repeated-block list in place; returns how many.
 
@@ -239,6 +218,10 @@ def build_training_args(
         # transformers 5 has one option for both: an int counts steps, a float < 1 is a ratio of total steps.
         warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         bf16=use_bf16(cfg),

@@ -1,0 +1,172 @@
+"""A LLaMA-Factory / ms-swift config reads as theirs would: their spellings translate, keys that change nothing
+in temper are named once, and values temper cannot honour are refused with what to write instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from temper.config import SFTConfig
+from temper.config.preference import PreferenceConfig
+from temper.data.load import load_records
+from temper.errors import ConfigError
+
+# LLaMA-Factory's examples/train_lora/llama3_lora_sft.yaml, key for key (model, data and output made local).
+LLAMAFACTORY_SFT = """\
+### model
+model_name_or_path: smollm2-135m-instruct
+trust_remote_code: true
+
+### method
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_target: all
+
+### dataset
+dataset: identity,alpaca_en_demo
+dataset_dir: {data}
+template: chatml
+cutoff_len: 2048
+max_samples: 1000
+overwrite_cache: true
+preprocessing_num_workers: 16
+dataloader_num_workers: 4
+
+### output
+output_dir: saves/smollm2/lora/sft
+logging_steps: 10
+save_steps: 500
+plot_loss: true
+overwrite_output_dir: true
+save_only_model: false
+report_to: none
+
+### train
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 1.0e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+ddp_timeout: 180000000
+resume_from_checkpoint: null
+"""
+
+
+def test_a_llamafactory_example_config_reads_as_it_means(tmp_path: Path) -> None:
+    path = tmp_path / "llama3_lora_sft.yaml"
+    path.write_text(LLAMAFACTORY_SFT.format(data="../shared/data/llamafactory"))
+    cfg = SFTConfig.from_sources(path)
+    assert cfg.model.model == "smollm2-135m-instruct" and cfg.model.template == "chatml"
+    assert cfg.tune.tuning == "lora" and cfg.tune.lora_target == ["all-linear"]  # LLaMA-Factory's `all`
+    assert cfg.data.dataset == ["identity", "alpaca_en_demo"] and cfg.data.max_length == 2048
+    assert cfg.data.max_samples == 1000
+    assert (cfg.train.gradient_accumulation_steps, cfg.train.warmup_ratio, cfg.train.bf16) == (8, 0.1, "true")
+    assert cfg.train.resume is None
+    ignored = [n.split(" ")[1] for n in cfg.notes]
+    assert ignored == [
+        "trust_remote_code", "do_train", "overwrite_cache", "preprocessing_num_workers",
+        "dataloader_num_workers", "plot_loss", "save_only_model", "ddp_timeout",
+    ]  # fmt: skip
+    assert all(n.startswith("ignored: ") and "(" in n for n in cfg.notes)  # each says why
+    assert "stage" not in cfg.to_dict() and "plot_loss" not in cfg.to_dict()  # config.yaml stays temper's
+
+
+def test_temper_own_config_has_no_notes() -> None:
+    assert SFTConfig.from_sources(None, ["--lr", "1e-4"]).notes == []
+
+
+def test_other_tools_spellings_translate() -> None:
+    cfg = SFTConfig.from_dict(
+        {
+            "torch_dtype": "bfloat16",
+            "flash_attn": "fa2",
+            "target_modules": "q_proj,v_proj",
+            "neat_packing": True,
+        }
+    )
+    assert cfg.model.dtype == "bf16" and cfg.model.attn_implementation == "flash_attention_2"
+    assert cfg.tune.lora_target == ["q_proj", "v_proj"] and cfg.data.packing is True
+    assert SFTConfig.from_dict({"torch_dtype": "float32", "flash_attn": "disabled"}).model.dtype == "fp32"
+    with pytest.raises(ConfigError, match="flash_attn: got 'fa3'") as err:
+        SFTConfig.from_dict({"flash_attn": "fa3"})
+    assert "attn_implementation" in str(err.value.hint)
+
+
+def test_stage_must_be_what_the_verb_trains() -> None:
+    assert SFTConfig.from_dict({"stage": "pt"}).notes == []  # plain-text rows train under sft
+    with pytest.raises(ConfigError, match="stage 'dpo' is not what `temper sft` trains") as err:
+        SFTConfig.from_dict({"stage": "dpo"}, source="x.yaml")
+    assert "temper dpo" in str(err.value.hint)
+    with pytest.raises(ConfigError, match="stage 'ppo' has no temper verb"):
+        SFTConfig.from_dict({"stage": "ppo"})
+    # LLaMA-Factory trains DPO and its variants (pref_loss orpo, simpo) as stage dpo; KTO is its own stage.
+    assert PreferenceConfig.for_verb("orpo", None, ["stage=dpo"]).pref.rlhf_type == "orpo"
+    assert PreferenceConfig.for_verb("kto", None, ["--stage", "kto"]).pref.rlhf_type == "kto"
+    with pytest.raises(ConfigError, match="not what `temper kto` trains"):
+        PreferenceConfig.for_verb("kto", None, ["--stage", "dpo"])
+
+
+def test_do_train_false_is_refused_and_unknown_keys_still_fail() -> None:
+    with pytest.raises(ConfigError, match="do_train: false asks for no training"):
+        SFTConfig.from_dict({"do_train": False})
+    with pytest.raises(ConfigError, match="unknown key 'max_sample'") as err:
+        SFTConfig.from_dict({"max_sample": 10})
+    assert "max_samples" in str(err.value.hint)
+
+
+def test_max_samples_keeps_the_first_rows_of_each_dataset(shared_data: Path) -> None:
+    files = [str(shared_data / "llamafactory" / f) for f in ("identity.json", "alpaca_en_demo.json")]
+    whole = [load_records([f]) for f in files]
+    cut = load_records(files, max_samples=5)
+    assert len(cut) == 10
+    assert [r.source for r in cut] == [r.source for r in whole[0][:5] + whole[1][:5]]
+    # After `#N` sampling, as LLaMA-Factory cuts after its num_samples.
+    sampled = load_records([files[1] + "#50"], seed=3)
+    assert [r.source for r in load_records([files[1] + "#50"], seed=3, max_samples=7)] == [
+        r.source for r in sampled[:7]
+    ]
+    with pytest.raises(ConfigError, match="max_samples"):
+        SFTConfig.from_dict({"max_samples": 0})
+
+
+def test_optimizer_names_are_the_trainers() -> None:
+    from temper.training.preflight import check_trainer_names
+
+    cfg = SFTConfig.from_sources(None, ["--optim", "sgd", "--adam-beta2", "0.95"])
+    assert (cfg.train.optim, cfg.train.adam_beta2) == ("sgd", 0.95)
+    check_trainer_names(cfg.train)  # no error
+    with pytest.raises(ConfigError, match="optim: got 'adamw'") as err:
+        check_trainer_names(SFTConfig.from_sources(None, ["--optim", "adamw"]).train)
+    assert "adamw_torch" in str(err.value.hint)  # the prefix, not the closest spelling (grokadamw)
+    with pytest.raises(ConfigError, match="adam_beta1"):
+        SFTConfig.from_sources(None, ["--adam-beta1", "1.5"])
+
+
+def test_an_optimizer_whose_package_is_missing_is_named_before_anything_loads() -> None:
+    import importlib.util
+
+    from temper.training.preflight import check_trainer_names
+
+    if importlib.util.find_spec("lomo_optim") is not None:
+        pytest.skip("lomo_optim is installed here")
+    with pytest.raises(ConfigError, match="optim: 'lomo' cannot be used here: .*lomo") as err:
+        check_trainer_names(SFTConfig.from_sources(None, ["--optim", "lomo"]).train)
+    assert "adamw_torch_fused" in str(err.value.hint)
+
+
+def test_bf16_forced_on_a_cpu_without_fast_bf16_is_warned_about() -> None:
+    import torch
+
+    from temper.models.load import bf16_supported
+    from temper.training.preflight import start_notes
+
+    slow = not torch.cuda.is_available() and not bf16_supported()
+    for args in (["--bf16", "true"], ["--dtype", "bf16"]):
+        notes = start_notes(SFTConfig.from_sources(None, args))
+        assert any("asks for bf16" in n and "fp32" in n for n in notes) == slow, (args, notes)
+    assert start_notes(SFTConfig.from_sources(None, [])) == []  # auto never warns

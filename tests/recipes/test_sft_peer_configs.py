@@ -1,0 +1,75 @@
+"""A LLaMA-Factory config trains under `temper sft` as it is, and the Trainer's optimizer options reach it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_sft_recipe import make_cfg, write_rows
+from transformers import TrainerCallback
+
+from temper.cli import main
+from temper.recipes.sft import train_sft
+from temper.runs import read_manifest
+
+CONFIG = """\
+model_name_or_path: {model}
+trust_remote_code: true
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: identity,alpaca_en_demo
+dataset_dir: {data}
+cutoff_len: 256
+max_samples: 8
+overwrite_cache: true
+preprocessing_num_workers: 16
+output_dir: {out}
+logging_steps: 1
+plot_loss: true
+per_device_train_batch_size: 4
+learning_rate: 1.0e-4
+max_steps: 1
+bf16: false
+"""
+
+
+def test_a_llamafactory_config_trains_and_says_what_it_ignored(
+    tiny_llama_dir: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "saves"
+    path = tmp_path / "lf.yaml"
+    path.write_text(CONFIG.format(model=tiny_llama_dir, data=shared_data / "llamafactory", out=out))
+    assert main(["sft", str(path), "--model-name", "Ember", "--model-author", "us"]) == 0
+    err = capsys.readouterr().err
+    for key in ("trust_remote_code", "do_train", "overwrite_cache", "preprocessing_num_workers", "plot_loss"):
+        assert f"ignored: {key} (" in err, key
+    assert "data 16 train" in err  # max_samples: the first 8 rows of each of the two datasets
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["max_samples"] == 8 and saved["lora_target"] == ["all-linear"] and saved["max_length"] == 256
+    assert "stage" not in saved and "plot_loss" not in saved  # the run dir holds temper's config
+    assert read_manifest(out)["result"]["global_step"] == 1 and (out / "loss.png").is_file()
+
+
+class OptimizerSeen(TrainerCallback):
+    def __init__(self) -> None:
+        self.optimizer: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        opt = kwargs["optimizer"]
+        self.optimizer = getattr(opt, "optimizer", opt)  # accelerate wraps it
+
+
+def test_optim_and_adam_options_reach_the_trainer(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl", 8)
+    seen = OptimizerSeen()
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "a", "--max-steps", "1", "--optim", "sgd"), [seen])
+    assert type(seen.optimizer).__name__ == "SGD"
+    args = ("--max-steps", "1", "--optim", "adamw_torch", "--adam-beta1", "0.8", "--adam-beta2", "0.95",
+            "--adam-epsilon", "1e-6")  # fmt: skip
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "b", *args), [seen])
+    group = seen.optimizer.param_groups[0]
+    assert type(seen.optimizer).__name__ == "AdamW" and group["betas"] == (0.8, 0.95) and group["eps"] == 1e-6
