@@ -170,3 +170,24 @@ def test_bf16_forced_on_a_cpu_without_fast_bf16_is_warned_about() -> None:
         notes = start_notes(SFTConfig.from_sources(None, args))
         assert any("asks for bf16" in n and "fp32" in n for n in notes) == slow, (args, notes)
     assert start_notes(SFTConfig.from_sources(None, [])) == []  # auto never warns
+
+
+def test_validation_rows_from_their_own_files(shared_data: Path) -> None:
+    from temper.data.load import load_train_val
+
+    lf = shared_data / "llamafactory"
+    cfg = SFTConfig.from_dict(
+        {"dataset_dir": str(lf), "dataset": "identity", "val_dataset": "alpaca_en_demo", "max_samples": 6}
+    )
+    train, val = load_train_val(cfg.data, seed=1)
+    assert [r.source for r in train] == [r.source for r in load_records([str(lf / "identity.json")])[:6]]
+    assert [r.source for r in val] == [r.source for r in load_records([str(lf / "alpaca_en_demo.json")])[:6]]
+    with pytest.raises(ConfigError, match="val_size 0.1 and val_dataset") as err:
+        SFTConfig.from_dict({"val_size": 0.1, "val_dataset": "x.json"})
+    assert "Keep one" in str(err.value.hint)
+    # LLaMA-Factory's eval_dataset is temper's val_dataset; temper's eval_dataset names generation metrics.
+    with pytest.raises(ConfigError, match="eval_dataset: got 'alpaca_en_demo'") as err:
+        SFTConfig.from_dict({"eval_dataset": "alpaca_en_demo"})
+    assert "val_dataset: alpaca_en_demo" in str(err.value.hint)
+    with pytest.raises(ConfigError, match="both give validation rows"):
+        PreferenceConfig.for_verb("dpo", None, ["--val-size", "2", "--val-dataset", "p.json"])

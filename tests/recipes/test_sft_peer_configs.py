@@ -73,3 +73,30 @@ def test_optim_and_adam_options_reach_the_trainer(tiny_llama_dir: Path, tmp_path
     train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "b", *args), [seen])
     group = seen.optimizer.param_groups[0]
     assert type(seen.optimizer).__name__ == "AdamW" and group["betas"] == (0.8, 0.95) and group["eps"] == 1e-6
+
+
+def test_a_validation_file_is_evaluated_and_not_trained_on(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from temper.runs import read_metrics
+
+    data = write_rows(tmp_path / "rows.jsonl", 12)
+    val = write_rows(tmp_path / "val.jsonl", 5)
+    out = tmp_path / "run"
+    args = (
+        "--max-steps",
+        "2",
+        "--val-dataset",
+        str(val),
+        "--eval-steps",
+        "1",
+        "--early-stopping-patience",
+        "5",
+    )
+    train_sft(make_cfg(tiny_llama_dir, data, out, *args))
+    assert "data 12 train / 5 val samples" in capsys.readouterr().err
+    assert sorted({r["step"] for r in read_metrics(out) if "eval_loss" in r}) == [1, 2]  # and a final one
+    # The fingerprint covers the validation file: editing it is reported on resume.
+    write_rows(val, 6)
+    train_sft(make_cfg(tiny_llama_dir, data, out, *args[2:], "--max-steps", "3", "--resume", "auto"))
+    assert "the data files changed since this run started" in capsys.readouterr().err

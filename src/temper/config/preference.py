@@ -26,7 +26,15 @@ from temper.config.base import (
     load_yaml,
     parse_overrides,
 )
-from temper.config.sections import SAMPLING_UNGROUPED, DataCfg, DistCfg, ModelCfg, TrainCfg, TuneCfg
+from temper.config.sections import (
+    SAMPLING_UNGROUPED,
+    DataCfg,
+    DistCfg,
+    ModelCfg,
+    TrainCfg,
+    TuneCfg,
+    check_val_source,
+)
 from temper.errors import ConfigError
 
 RLHF_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo", "rm")
@@ -46,7 +54,7 @@ class PrefDataCfg(DataCfg):
         check_choice("format", self.format, ["auto", *PREFERENCE_FORMATS, *KTO_FORMATS])
         check_choice("truncation", self.truncation, ["truncate", "drop"])
         check_range("max_length", self.max_length, 8, None)
-        check_range("val_size", self.val_size, 0, None)
+        check_val_source(self)
         for key in ("train_on_prompt", "mask_history"):
             if getattr(self, key):
                 raise ConfigError(

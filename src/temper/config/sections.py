@@ -62,6 +62,11 @@ class DataCfg:
         False, help="label only the last assistant reply of each conversation; earlier ones are context"
     )
     val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
+    val_dataset: list[str] = field(
+        [],
+        help="validation data file(s) or dataset_info names, instead of val_size (ms-swift's val_dataset, "
+        "LLaMA-Factory's eval_dataset)",
+    )
     system: str | None = field(None, help="system prompt used when a row has none")
     model_name: str | None = field(None, help="fills {{name}} / {{NAME}} placeholders in the data")
     model_author: str | None = field(None, help="fills {{author}} / {{AUTHOR}} placeholders in the data")
@@ -78,8 +83,26 @@ class DataCfg:
         self.padding_free = str(self.padding_free).lower()
         check_range("max_length", self.max_length, 8, None)
         check_range("max_samples", self.max_samples, 1, None)
-        check_range("val_size", self.val_size, 0, None)
-        check_choice("eval_dataset", self.eval_dataset, [None, "general_qa"])
+        check_val_source(self)
+        if self.eval_dataset not in (None, "general_qa"):
+            raise ConfigError(
+                f"eval_dataset: got {self.eval_dataset!r}; temper's eval_dataset names the generation metrics run "
+                "on the validation rows (general_qa).",
+                hint=f"For validation rows from a file or dataset name (LLaMA-Factory's eval_dataset), write "
+                f"val_dataset: {self.eval_dataset}.",
+                key="eval_dataset",
+            )
+
+
+def check_val_source(data: DataCfg) -> None:
+    """Validation rows come from val_size (a split of the training rows) or from val_dataset, not both."""
+    check_range("val_size", data.val_size, 0, None)
+    if data.val_dataset and data.val_size:
+        raise ConfigError(
+            f"val_size {data.val_size} and val_dataset {data.val_dataset} both give validation rows.",
+            hint="Keep one: val_size splits the training data, val_dataset reads its own files.",
+            key="val_size",
+        )
 
 
 @dataclass

@@ -94,6 +94,17 @@ def load_config_records(data: Any, seed: int, converters: Mapping[str, Format] =
     )
 
 
+def load_train_val(
+    data: Any, seed: int, converters: Mapping[str, Format] = FORMATS
+) -> tuple[list[Record], list[Record]]:
+    """A data config's (train, validation) records: val_dataset's own rows when given (sampled and cut like
+    the training data), else a seeded `val_size` split of the training rows."""
+    records = load_config_records(data, seed, converters)
+    if data.val_dataset:
+        return records, load_config_records(replace(data, dataset=list(data.val_dataset)), seed, converters)
+    return split_validation(records, data.val_size, seed)
+
+
 def load_datasets(
     datasets: Sequence[str],
     *,

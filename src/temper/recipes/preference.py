@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from rich.console import Console
 
 from temper.config.preference import NEEDS_REFERENCE, PrefCfg, PreferenceConfig
-from temper.data.load import load_config_records, split_validation
+from temper.data.load import load_train_val
 from temper.data.pref_formats import PREFERENCE_FORMATS
 from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import prepare_tokenizer
@@ -36,6 +37,7 @@ from temper.recipes.sft import _base_for_manifest, _summary
 from temper.runs import fingerprint_files, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
+from temper.training.launch import main_process_first
 from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning, count_parameters
 
@@ -163,11 +165,18 @@ def precompute_pairs(model: Any, rows: list[dict[str, Any]], collator: Any, batc
 
 def start_run(cfg: PreferenceConfig) -> Path:
     run_dir = Path(cfg.train.output_dir)
+    state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
-    changes = resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint_files(cfg.data.dataset))
+    changes = resume_changes(
+        run_dir,
+        cfg.train.resume,
+        cfg.to_dict(),
+        fingerprint_files([*cfg.data.dataset, *cfg.data.val_dataset]),
+    )
     for line in [*start_notes(cfg), *changes]:
-        console.print(line, markup=False, highlight=False)
+        if state.is_main_process:  # once, not once per process
+            console.print(line, markup=False, highlight=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     if cfg.train.num_threads:
@@ -176,8 +185,9 @@ def start_run(cfg: PreferenceConfig) -> Path:
 
 
 def load_split(cfg: PreferenceConfig, converters: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
-    records = load_config_records(cfg.data, cfg.train.seed, converters)
-    return split_validation(records, cfg.data.val_size, cfg.train.seed)
+    # The main process reads first, so that bad data is reported once (as in sft).
+    with main_process_first(PartialState(cpu=not torch.cuda.is_available())):
+        return load_train_val(cfg.data, cfg.train.seed, converters)
 
 
 def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
@@ -311,7 +321,7 @@ def finish_run(
     weights = "adapter" if cfg.tune.tuning == "lora" and not merged else "full"
     extra = {
         "seed": cfg.train.seed,
-        "data_fingerprint": fingerprint_files(cfg.data.dataset),
+        "data_fingerprint": fingerprint_files([*cfg.data.dataset, *cfg.data.val_dataset]),
         "datasets": cfg.data.dataset,
         "template": cfg.model.template,
         "max_length": cfg.data.max_length,

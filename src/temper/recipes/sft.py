@@ -28,7 +28,7 @@ from temper.data.collate import (
     pack_samples,
     padding_ratio,
 )
-from temper.data.load import load_config_records, split_validation
+from temper.data.load import load_train_val
 from temper.data.templates import prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.models.attention import NAME as ATTENTION
@@ -37,7 +37,7 @@ from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import fingerprint_files, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
-from temper.training.launch import trainer_kwargs
+from temper.training.launch import main_process_first, trainer_kwargs
 from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning, count_parameters
 
@@ -59,7 +59,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
-    fingerprint = fingerprint_files(cfg.data.dataset)
+    fingerprint = fingerprint_files([*cfg.data.dataset, *cfg.data.val_dataset])
     changes = resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint, state.num_processes)
     for line in [*start_notes(cfg), *changes]:
         if state.is_main_process:  # one explanation, not one per process
@@ -71,8 +71,10 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         torch.set_num_threads(cfg.train.num_threads)
 
     # 1. Data: every row becomes a ChatExample/TextExample, or we stop with every problem listed.
-    records = load_config_records(cfg.data, cfg.train.seed)
-    train_records, val_records = split_validation(records, cfg.data.val_size, cfg.train.seed)
+    # The main process reads first: bad data stops it with the one full report (the launcher then ends the
+    # waiting processes) rather than every process printing the same report.
+    with main_process_first(state):
+        train_records, val_records = load_train_val(cfg.data, cfg.train.seed)
 
     # 2. Model and tokenizer. LoRA keeps the frozen base in bf16 when bf16 is on (the adapters stay fp32,
     # peft upcasts them); full and freeze tuning keep fp32 master weights and use autocast instead.
@@ -220,7 +222,7 @@ def _generation_eval(cfg: SFTConfig, val_records: list[Any], run_dir: Path) -> l
 
         raise ConfigError(
             "eval_dataset=general_qa needs a validation split, and there is none.",
-            hint="Add --val-size 0.1 (a fraction) or --val-size 50 (rows).",
+            hint="Add --val-size 0.1 (a fraction), --val-size 50 (rows) or --val-dataset FILE.",
         )
     from temper.training.gen_eval import GenerationEval
 

@@ -278,7 +278,8 @@ def train(
         raise ConfigError(
             f"early_stopping_patience: {cfg.early_stopping_patience} evaluations without improvement, but this run "
             "has no validation data to evaluate on.",
-            hint="Hold some rows out with --val-size (e.g. 0.1), or drop --early-stopping-patience.",
+            hint="Hold some rows out with --val-size (e.g. 0.1) or give --val-dataset FILE, or drop "
+            "--early-stopping-patience.",
             key="early_stopping_patience",
         )
     resume = find_resume_checkpoint(run_dir, cfg.resume)

@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,23 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
         print(f"interrupted by {e.sigval.name}; the workers were stopped.", file=sys.stderr)
         return 128 + int(e.sigval)
     return 0
+
+
+@contextmanager
+def main_process_first(state: Any) -> Iterator[None]:
+    """accelerate's `main_process_first` (the main process runs the block, then the others), except that a
+    process waiting for a main process that failed stops with one line instead of gloo's "Connection reset by
+    peer" traceback: the main process has already printed the cause (e.g. the data report, once)."""
+    if not state.is_main_process:
+        try:
+            state.wait_for_everyone()
+        except RuntimeError:
+            raise TemperError(
+                "stopped: the main process (rank 0) failed first; its message is above."
+            ) from None
+    yield
+    if state.is_main_process:
+        state.wait_for_everyone()
 
 
 def rendezvous_error(e: Exception, dist: DistCfg) -> TemperError:
