@@ -83,16 +83,8 @@ def test_a_validation_file_is_evaluated_and_not_trained_on(
     data = write_rows(tmp_path / "rows.jsonl", 12)
     val = write_rows(tmp_path / "val.jsonl", 5)
     out = tmp_path / "run"
-    args = (
-        "--max-steps",
-        "2",
-        "--val-dataset",
-        str(val),
-        "--eval-steps",
-        "1",
-        "--early-stopping-patience",
-        "5",
-    )
+    args = ("--max-steps", "2", "--val-dataset", str(val), "--eval-steps", "1",
+            "--early-stopping-patience", "5")  # fmt: skip
     train_sft(make_cfg(tiny_llama_dir, data, out, *args))
     assert "data 12 train / 5 val samples" in capsys.readouterr().err
     assert sorted({r["step"] for r in read_metrics(out) if "eval_loss" in r}) == [1, 2]  # and a final one
