@@ -95,6 +95,18 @@ def test_other_tools_spellings_translate() -> None:
     with pytest.raises(ConfigError, match="flash_attn: got 'fa3'") as err:
         SFTConfig.from_dict({"flash_attn": "fa3"})
     assert "attn_implementation" in str(err.value.hint)
+    # ms-swift's command line: `swift sft --attn_impl flash_attn --split_dataset_ratio 0.01 --dataset_num_proc 4`
+    swift = SFTConfig.from_sources(
+        None, ["--attn_impl", "flash_attn", "--split_dataset_ratio", "0.01", "--dataset_num_proc", "4"]
+    )
+    assert swift.model.attn_implementation == "flash_attention_2" and swift.data.val_size == 0.01
+    assert [n.split(" ")[1] for n in swift.notes] == ["dataset_num_proc"]
+    # ms-swift's model_name is a [Chinese, English] pair; temper fills {{name}} with one string, and a list
+    # given for any one-value key is refused rather than kept as its repr.
+    with pytest.raises(
+        ConfigError, match=r"model_name: got \['小黄', 'Xiao Huang'\], expected a value of type str"
+    ):
+        SFTConfig.from_dict({"model_name": ["小黄", "Xiao Huang"]})
 
 
 def test_stage_must_be_what_the_verb_trains() -> None:

@@ -47,6 +47,7 @@ ALIASES: dict[str, str] = {
     "resume_from_checkpoint": "resume",
     "threads": "num_threads",
     "target_modules": "lora_target",  # peft's and ms-swift's name
+    "split_dataset_ratio": "val_size",  # ms-swift's name
 }
 
 # Keys that other tools (or transformers 4) spell with another meaning: no alias can carry the value over, so
@@ -96,6 +97,8 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
             out.extend(coerce(cls_name, name, inner, p.strip() if isinstance(p, str) else p) for p in parts)
         return [x for x in out if x != ""]
     try:
+        if isinstance(value, list | dict):  # str() would turn it into its repr, silently
+            raise ValueError(value)
         if inner is bool:
             if isinstance(value, bool):
                 return value

@@ -35,6 +35,9 @@ IGNORED: dict[str, str] = {
     "eval_strategy": "temper evaluates every eval_steps, or once per epoch, whenever there is validation data "
     "(val_size)",
     "do_eval": "temper evaluates whenever there is validation data (val_size)",
+    "dataset_num_proc": "rows are converted and tokenized in the training process",
+    "load_from_cache_file": "temper keeps no cache of preprocessed data; each run tokenizes its rows",
+    "add_version": "temper writes into output_dir itself, without a v0-<time> subfolder",
 }
 
 # LLaMA-Factory's `stage` -> the temper verbs that train it (its stage dpo covers its pref_loss variants).
@@ -47,7 +50,13 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
-_FLASH_ATTN = {"auto": "auto", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2"}
+# The attention switches of LLaMA-Factory (flash_attn) and ms-swift (attn_impl, None = its automatic choice):
+# their values -> temper's attn_implementation.
+_ATTENTION: dict[str, dict[str, str]] = {
+    "flash_attn": {"auto": "auto", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2"},
+    "attn_impl": {"None": "auto", "flash_attn": "flash_attention_2", "flash_attention_2": "flash_attention_2",
+                  "sdpa": "sdpa", "eager": "eager"},
+}  # fmt: skip
 
 
 def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None, Any, str | None]:
@@ -81,14 +90,15 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
         return None, None, None  # it agrees with the verb: nothing to say
     if key == "torch_dtype":  # transformers' / ms-swift's spelling of the weights dtype
         return "dtype", _DTYPES.get(str(value), value), None
-    if key == "flash_attn":  # LLaMA-Factory: auto | disabled | sdpa | fa2
-        if str(value) not in _FLASH_ATTN:
+    if key in _ATTENTION:
+        table = _ATTENTION[key]
+        if str(value) not in table:
             raise ConfigError(
-                f"{source}: flash_attn: got {value!r}, expected one of {list(_FLASH_ATTN)}.",
+                f"{source}: {key}: got {value!r}, expected one of {list(table)}.",
                 hint="Or write temper's attn_implementation: auto, temper, sdpa, eager or flash_attention_2.",
-                key="flash_attn",
+                key=key,
             )
-        return "attn_implementation", _FLASH_ATTN[str(value)], None
+        return "attn_implementation", table[str(value)], None
     if key == "neat_packing":  # LLaMA-Factory's packing without cross-sample attention: temper's only kind
         return "packing", value, None
     return key, value, None
