@@ -182,8 +182,12 @@ def test_template_override_and_missing_template(tok: Any, tiny_bert_dir: Path, t
     bert.chat_template = None
     with pytest.raises(TemperError, match="no chat template"):
         prepare_tokenizer(bert, None)
-    with pytest.raises(TemperError, match="unknown template"):
+    with pytest.raises(TemperError, match="unknown template") as err:
         prepare_tokenizer(bert, "nope")
+    assert "--template chatml" in str(err.value.hint)  # no template of its own: name one
+    with pytest.raises(TemperError, match="unknown template 'llama3'") as err:
+        prepare_tokenizer(tok, "llama3")  # LLaMA-Factory's name, for a model that carries its own template
+    assert "Leave template out to use the model's own chat template" in str(err.value.hint)
     prepare_tokenizer(bert, "chatml")
     assert "<|im_end|>" in bert.get_vocab()
     rec = ChatExample([Message("user", "hi"), Message("assistant", "hello")])

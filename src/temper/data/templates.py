@@ -54,9 +54,14 @@ def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
         elif Path(template).is_file():
             source = Path(template).read_text(encoding="utf-8")
         else:
+            own = getattr(tokenizer, "chat_template", None)
             raise TemperError(
                 f"unknown template {template!r}: not a built-in name ({', '.join(TEMPLATES)}) nor an existing file.",
-                hint="Pass --template chatml or a path to a Jinja chat template.",
+                hint="Leave template out to use the model's own chat template (a LLaMA-Factory template name such "
+                "as llama3 or qwen names that format, which this model already carries), or pass a built-in name "
+                "or a Jinja file."
+                if own
+                else "Pass --template chatml or a path to a Jinja chat template.",
             )
         tokenizer.chat_template = source
     if not getattr(tokenizer, "chat_template", None):
