@@ -165,7 +165,7 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
         "task": task,
         "labels": names,
         "problem_type": problem_type,
-        "data_fingerprint": fingerprint_files([p for p in (cfg.data.train, cfg.data.validation) if p]),
+        "data_fingerprint": fingerprint_files(files),
     }
     base = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
     write_manifest(run_dir, "classify", base, weights, **extra)

@@ -130,7 +130,7 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
         "seed": cfg.train.seed,
         "loss": loss,
         "pooling": cfg.data.pooling,
-        "data_fingerprint": fingerprint_files(list(cfg.data.dataset)),
+        "data_fingerprint": fingerprint,
     }
     base = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
     write_manifest(run_dir, "embed", base, weights, **extra)
