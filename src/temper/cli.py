@@ -88,8 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     if not sys.stderr.isatty():
         quiet_library_bars()
+    finished = False
     try:
-        return int(module.run(args, argv[1:]) or 0)
+        status = int(module.run(args, argv[1:]) or 0)
+        finished = True
+        return status
     except TemperError as e:
         # One write, so that the workers of a multi-process run do not interleave their lines.
         sys.stderr.write(f"{worker_prefix()}error: {e}\n")
@@ -103,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{worker_prefix()}interrupted\n")
         return 130
     finally:
-        release_process_group()
+        release_process_group(finished)
 
 
 def quiet_library_bars() -> None:
@@ -123,16 +126,24 @@ def worker_prefix() -> str:
     return f"[rank {os.environ.get('RANK', '?')}] " if world.isdigit() and int(world) > 1 else ""
 
 
-def release_process_group() -> None:
+def release_process_group(finished: bool = False) -> None:
     """Tear down the distributed process group, if this process joined one, before the interpreter exits.
 
     Under torchrun the Trainer (through accelerate) starts a gloo/NCCL group and nobody ends it. Gloo's worker
     threads can then outlive the interpreter's finalisation and abort the process ("terminate called without an
     active exception", SIGABRT) after a run that succeeded, which torchrun reports as a failed worker. Only a
     verb that imported torch.distributed can have started a group, so other verbs do not import torch here.
+
+    After a verb that `finished`, every process first waits for the others (torch's shutdown notes: destroy
+    once communication is over everywhere). Without it a worker with nothing left to write ended its group
+    while rank 0 was still saving; the SIGABRT at exit was still seen twice after the destroy was added (a CI
+    run, a fresh clone), each time in a worker that had finished first. After an error there is no barrier:
+    the other processes may never reach it (the launcher stops them).
     """
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
