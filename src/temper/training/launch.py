@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -118,6 +119,9 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
     return 0
 
 
+FOLLOWER_GRACE_S = 30.0  # torchrun stops the other workers within about a second of one's exit
+
+
 @contextmanager
 def main_process_first(state: Any) -> Iterator[None]:
     """accelerate's `main_process_first` (the main process runs the block, then the others), except that a
@@ -127,6 +131,10 @@ def main_process_first(state: Any) -> Iterator[None]:
         try:
             state.wait_for_everyone()
         except RuntimeError:
+            # Give the launcher time to see rank 0's exit and stop this process: exiting at once, this process
+            # was at times the failure the launcher saw first, and it then killed rank 0 mid-exit and named
+            # this rank as the cause.
+            time.sleep(FOLLOWER_GRACE_S)
             raise TemperError(
                 "stopped: the main process (rank 0) failed first; its message is above."
             ) from None
