@@ -66,6 +66,11 @@ def fingerprint_files(paths: list[str]) -> str:
     return h.hexdigest()
 
 
+def data_fingerprint(data: Any) -> str:
+    """The fingerprint of every file a data config reads (training and validation): what a resume compares."""
+    return fingerprint_files([*data.dataset, *data.val_dataset])
+
+
 def write_manifest(run_dir: Path, kind: str, base_model: str, weights: str, **extra: Any) -> dict[str, Any]:
     """weights: "adapter" (LoRA files at the run dir root) or "full" (a standalone HF model there)."""
     manifest = {

@@ -144,6 +144,8 @@ def test_max_samples_keeps_the_first_rows_of_each_dataset(shared_data: Path) -> 
     ]
     with pytest.raises(ConfigError, match="max_samples"):
         SFTConfig.from_dict({"max_samples": 0})
+    with pytest.raises(ConfigError, match="max_samples"):  # the preference verbs' data section too
+        PreferenceConfig.for_verb("dpo", None, ["--max-samples", "0"])
 
 
 def test_optimizer_names_are_the_trainers() -> None:

@@ -33,7 +33,7 @@ from temper.config.sections import (
     ModelCfg,
     TrainCfg,
     TuneCfg,
-    check_val_source,
+    check_data_sizes,
 )
 from temper.errors import ConfigError
 
@@ -52,9 +52,7 @@ class PrefDataCfg(DataCfg):
         from temper.data.pref_formats import KTO_FORMATS, PREFERENCE_FORMATS
 
         check_choice("format", self.format, ["auto", *PREFERENCE_FORMATS, *KTO_FORMATS])
-        check_choice("truncation", self.truncation, ["truncate", "drop"])
-        check_range("max_length", self.max_length, 8, None)
-        check_val_source(self)
+        check_data_sizes(self)
         for key in ("train_on_prompt", "mask_history"):
             if getattr(self, key):
                 raise ConfigError(

@@ -78,12 +78,9 @@ class DataCfg:
         from temper.data.formats import FORMATS
 
         check_choice("format", self.format, ["auto", *FORMATS])
-        check_choice("truncation", self.truncation, ["truncate", "drop"])
+        check_data_sizes(self)
         check_choice("padding_free", str(self.padding_free).lower(), ["auto", "true", "false"])
         self.padding_free = str(self.padding_free).lower()
-        check_range("max_length", self.max_length, 8, None)
-        check_range("max_samples", self.max_samples, 1, None)
-        check_val_source(self)
         if self.eval_dataset not in (None, "general_qa"):
             raise ConfigError(
                 f"eval_dataset: got {self.eval_dataset!r}; temper's eval_dataset names the generation metrics run "
@@ -94,8 +91,12 @@ class DataCfg:
             )
 
 
-def check_val_source(data: DataCfg) -> None:
-    """Validation rows come from val_size (a split of the training rows) or from val_dataset, not both."""
+def check_data_sizes(data: DataCfg) -> None:
+    """The checks every data section shares (the preference one names other formats): lengths, sample counts,
+    and validation rows from val_size (a split of the training rows) or from val_dataset, not both."""
+    check_choice("truncation", data.truncation, ["truncate", "drop"])
+    check_range("max_length", data.max_length, 8, None)
+    check_range("max_samples", data.max_samples, 1, None)
     check_range("val_size", data.val_size, 0, None)
     if data.val_dataset and data.val_size:
         raise ConfigError(

@@ -34,7 +34,7 @@ from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
 from temper.objectives.simpo import simpo_loss
 from temper.recipes.sft import _base_for_manifest, _summary
-from temper.runs import fingerprint_files, write_manifest
+from temper.runs import data_fingerprint, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first
@@ -172,7 +172,7 @@ def start_run(cfg: PreferenceConfig) -> Path:
         run_dir,
         cfg.train.resume,
         cfg.to_dict(),
-        fingerprint_files([*cfg.data.dataset, *cfg.data.val_dataset]),
+        data_fingerprint(cfg.data),
     )
     for line in [*start_notes(cfg), *changes]:
         if state.is_main_process:  # once, not once per process
@@ -321,7 +321,7 @@ def finish_run(
     weights = "adapter" if cfg.tune.tuning == "lora" and not merged else "full"
     extra = {
         "seed": cfg.train.seed,
-        "data_fingerprint": fingerprint_files([*cfg.data.dataset, *cfg.data.val_dataset]),
+        "data_fingerprint": data_fingerprint(cfg.data),
         "datasets": cfg.data.dataset,
         "template": cfg.model.template,
         "max_length": cfg.data.max_length,

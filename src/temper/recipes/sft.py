@@ -34,7 +34,7 @@ from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.models.attention import NAME as ATTENTION
 from temper.models.load import load_causal_lm, pick_dtype, resolve
 from temper.objectives.sft import sft_loss, unwrap_model
-from temper.runs import fingerprint_files, write_manifest
+from temper.runs import data_fingerprint, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
@@ -59,7 +59,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
     check_trainer_names(cfg.train)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
-    fingerprint = fingerprint_files([*cfg.data.dataset, *cfg.data.val_dataset])
+    fingerprint = data_fingerprint(cfg.data)
     changes = resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint, state.num_processes)
     for line in [*start_notes(cfg), *changes]:
         if state.is_main_process:  # one explanation, not one per process
