@@ -220,7 +220,7 @@ def bench_hf_sequential(model_dir: str, args: Any, count: Any) -> list[dict[str,
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.generation.streamers import BaseStreamer
 
-    from temper.models.load import pick_dtype
+    from temper.models.dtype import pick_dtype
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -289,7 +289,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from temper.models.load import bf16_supported, resolve
+    from temper.models.dtype import bf16_supported
+    from temper.models.load import resolve
 
     if args.dtype == "native":
         args.dtype = "bf16" if bf16_supported() else "fp32"

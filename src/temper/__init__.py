@@ -26,7 +26,8 @@ def train_sft(cfg: SFTConfig) -> Any:
 
 
 def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer) from a bundled alias, HF dir, .gguf file or run dir (adapters attached)."""
+    """(model, tokenizer) from a bundled alias, HF dir or cached hub id, .gguf file, run dir or adapter dir
+    (adapters attached)."""
     from temper.models.load import load_causal_lm
 
     return load_causal_lm(name, dtype=dtype)

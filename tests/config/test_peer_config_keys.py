@@ -129,6 +129,11 @@ def test_do_train_false_is_refused_and_unknown_keys_still_fail() -> None:
     with pytest.raises(ConfigError, match="unknown key 'max_sample'") as err:
         SFTConfig.from_dict({"max_sample": 10})
     assert "max_samples" in str(err.value.hint)
+    # Starting from a trained adapter: the peers' key says how temper spells it (the adapter dir is the model).
+    for key in ("adapter_name_or_path", "adapters"):
+        with pytest.raises(ConfigError, match=f"unknown key '{key}'") as err:
+            SFTConfig.from_dict({key: "saves/lora/sft"})
+        assert "Name the adapter dir as the model" in str(err.value.hint)
 
 
 def test_max_samples_keeps_the_first_rows_of_each_dataset(shared_data: Path) -> None:
@@ -176,7 +181,7 @@ def test_an_optimizer_whose_package_is_missing_is_named_before_anything_loads() 
 def test_bf16_forced_on_a_cpu_without_fast_bf16_is_warned_about() -> None:
     import torch
 
-    from temper.models.load import bf16_supported
+    from temper.models.dtype import bf16_supported
     from temper.training.preflight import start_notes
 
     slow = not torch.cuda.is_available() and not bf16_supported()

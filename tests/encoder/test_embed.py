@@ -95,3 +95,15 @@ def test_resuming_with_other_options_says_so(
     train_embedder(cfg("--max-steps", "3", "--lr", "1e-3", "--resume", "auto"))
     err = capsys.readouterr().err
     assert "resuming with options that differ" in err and "max_steps 2 -> 3" in err and "learning_rate" in err
+
+
+def test_a_model_named_by_a_relative_path_is_found_from_anywhere(
+    tiny_bert_dir: Path, pairs_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_bert_dir.parent)
+    args = ["--model", tiny_bert_dir.name, "--dataset", str(pairs_jsonl), "--output-dir", str(tmp_path / "e"),
+            "--bf16", "false", "--batch-size", "8", "--max-steps", "1"]  # fmt: skip
+    train_embedder(EmbedConfig.from_sources(None, args))
+    assert json.loads((tmp_path / "e" / "temper_run.json").read_text())["base_model"] == str(tiny_bert_dir)
+    monkeypatch.chdir(tmp_path)  # the run dir is read from another directory (the recorded path is absolute)
+    assert embed_texts(str(tmp_path / "e"), ["about kitten 1"]).shape == (1, 32)

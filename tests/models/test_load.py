@@ -76,7 +76,7 @@ def test_auto_dtype_picks_the_faster_matmul_on_this_cpu() -> None:
     still run bf16 matmuls at half the fp32 speed). Checked against a separate, larger measurement."""
     import time
 
-    from temper.models.load import bf16_supported, cpu_bf16_speedup, pick_dtype
+    from temper.models.dtype import bf16_supported, cpu_bf16_speedup, pick_dtype
 
     if torch.cuda.is_available():
         pytest.skip("the CPU rule")

@@ -47,7 +47,7 @@ def device_line() -> str:
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return f"CUDA: {names}"
-    from temper.models.load import bf16_supported
+    from temper.models.dtype import bf16_supported
 
     return (
         f"CPU only ({torch.get_num_threads()} threads, {'bf16' if bf16_supported() else 'fp32'}); "

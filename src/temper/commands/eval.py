@@ -16,7 +16,9 @@ ACCEPTS_OVERRIDES = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "target", nargs="*", help="MODEL (alias, HF dir, .gguf or run dir) and/or CONFIG.yaml"
+        "target",
+        nargs="*",
+        help="MODEL (alias, HF dir or hub id, .gguf, run or adapter dir) and/or CONFIG.yaml",
     )
     add_help_arguments(parser, EvalConfig)
 

@@ -11,7 +11,9 @@ HELP = "merge adapters, quantize, or convert a run/model to GGUF (+ Ollama Model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="run dir, HF dir, .gguf file or bundled alias to export")
+    parser.add_argument(
+        "source", help="run dir, LoRA adapter dir, HF dir or cached hub id, .gguf file or bundled alias"
+    )
     parser.add_argument("--output-dir", required=True, help="directory to write (must be new or empty)")
     parser.add_argument("--merge", action="store_true", help="fold the run's LoRA/DoRA adapter into the base")
     fmt = parser.add_mutually_exclusive_group()

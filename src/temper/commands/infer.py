@@ -13,7 +13,9 @@ HELP = "generate answers for every row of a data file (continuous batching, resu
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="bundled alias, HF dir, .gguf file or run dir")
+    parser.add_argument(
+        "model", help="bundled alias, HF dir or cached hub id, .gguf file, run dir or LoRA adapter dir"
+    )
     parser.add_argument(
         "--adapter",
         default=None,

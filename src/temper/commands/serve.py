@@ -13,7 +13,8 @@ HELP = "serve a model and its adapters over an OpenAI-compatible HTTP API (conti
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "model", help="bundled alias, HF dir, .gguf file or run dir (its adapter is served too)"
+        "model",
+        help="bundled alias, HF dir or cached hub id, .gguf file, run or adapter dir (its adapter is served too)",
     )
     parser.add_argument(
         "--adapter",

@@ -55,6 +55,11 @@ ALIASES: dict[str, str] = {
 RENAMED: dict[str, str] = {
     "group_by_length": "transformers 5 replaced it: write `train_sampling_strategy: group_by_length` (true) or "
     "`random` (false); `sequential` keeps file order.",
+    # LLaMA-Factory's and ms-swift's way to start from a trained adapter; in temper the adapter dir is the model.
+    "adapter_name_or_path": "Name the adapter dir as the model instead (`model: saves/.../sft`): temper finds its "
+    "base in its adapter_config.json, and a LoRA run continues that adapter.",
+    "adapters": "Name the adapter dir as the model instead (`model: output/.../checkpoint-N`): temper finds its "
+    "base in its adapter_config.json, and a LoRA run continues that adapter.",
 }
 
 

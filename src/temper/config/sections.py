@@ -15,7 +15,9 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 @dataclass
 class ModelCfg:
     model: str = field(
-        DEFAULT_MODEL, help="bundled alias, Hugging Face directory, .gguf file or temper run dir"
+        DEFAULT_MODEL,
+        help="bundled alias, Hugging Face directory or cached hub id, .gguf file, temper run dir or LoRA "
+        "adapter dir (a LoRA run continues its adapter)",
     )
     template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
     dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")

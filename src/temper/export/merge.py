@@ -23,7 +23,8 @@ import torch
 
 from temper.errors import TemperError
 from temper.export.manifest import prepare_output_dir, write_export_manifest
-from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, pick_dtype, resolve
+from temper.models.dtype import pick_dtype
+from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve
 from temper.tuning import quiet_peft
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 1 + 2 = 3, and Paris is the capital of France."

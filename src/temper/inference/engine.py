@@ -304,7 +304,7 @@ def _read_config(path: Path) -> Any:
 
 def _base_id(ref: Any) -> str:
     """A short id for the base weights: the alias, or the last path component (without .gguf)."""
-    name = ref.base_name if ref.kind == "run" and ref.adapters and ref.base_name else ref.name
+    name = ref.base_name if ref.adapters and ref.base_name else ref.name
     if ref.kind == "run" and not ref.adapters and ref.run_dir is not None:
         name = str(ref.run_dir)  # a full fine-tune: the run itself is the base model
     p = Path(str(name).rstrip("/"))

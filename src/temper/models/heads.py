@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from temper.models.load import ModelRef, load_tokenizer, pick_dtype, resolve
+from temper.models.dtype import pick_dtype
+from temper.models.load import ModelRef, load_tokenizer, resolve
 from temper.runs import write_json_atomic
 
 POOLING_FILE = "temper_pooling.json"

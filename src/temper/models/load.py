@@ -1,9 +1,9 @@
-"""Finding and loading models: bundled aliases, Hugging Face directories, GGUF files and temper run dirs.
+"""Finding and loading models: bundled aliases, Hugging Face directories, GGUF files, temper run dirs, LoRA
+adapter directories written by peft (LLaMA-Factory's and ms-swift's outputs among them) and hub ids already
+in the local Hugging Face cache.
 
-Nothing here touches the network: every `from_pretrained` call passes `local_files_only=True`.
-GGUF files are dequantized once through transformers' GGUF support, rebuilt as a plain float model (the
-dequantized model keeps a `quantization_config` that blocks saving and full fine-tuning) and cached as a
-safetensors directory under the user cache dir, so the second load takes about a second.
+Nothing here touches the network: every `from_pretrained` call passes `local_files_only=True`, and a hub id
+is looked up in the cache only (HF_HUB_OFFLINE's semantics). GGUF files are converted once (models/gguf.py).
 
 Example:
     >>> from temper.models.load import load_causal_lm
@@ -12,23 +12,19 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 
 from temper.errors import ModelNotFoundError, TemperError
+from temper.models.dtype import pick_dtype
+from temper.models.gguf import cache_dir, gguf_to_hf_dir
 from temper.tuning import quiet_peft
 
 RUN_MANIFEST = "temper_run.json"  # written by every training run; see temper.runs
@@ -102,15 +98,28 @@ class ModelRef:
 
     name: str  # what the user typed
     path: Path  # HF directory with config.json and weights
-    kind: str  # alias | hf_dir | gguf | run
-    adapters: dict[str, Path] = field(default_factory=dict)  # name -> adapter dir (from run dirs)
+    kind: str  # alias | hub | hf_dir | gguf | run | adapter
+    adapters: dict[str, Path] = field(default_factory=dict)  # name -> adapter dir (run or adapter dirs)
     run_dir: Path | None = None
-    base_name: str | None = None  # for run dirs: the base model name recorded by the run
+    base_name: str | None = None  # run and adapter dirs: the base model their weights apply to
+    adapter_dir: Path | None = None  # adapter dirs: the dir itself (its tokenizer copy is preferred)
 
+    def base_for_new_run(self, continues_adapter: bool = False) -> str:
+        """What a run trained from this model records as `base_model`: the model its saved weights apply to.
 
-def cache_dir() -> Path:
-    """The user cache dir for converted models (XDG_CACHE_HOME is honoured through platformdirs)."""
-    return Path(platformdirs.user_cache_dir("temper"))
+        Continuing this model's adapter: the adapter's own base. Otherwise the model itself (a full-weights run
+        dir, or an adapter run merged into its base first): aliases and hub ids as typed, so the run dir is
+        portable between machines; paths made absolute, so it can move.
+        """
+        if continues_adapter and self.base_name:
+            return self.base_name
+        if self.kind in ("alias", "hub"):
+            return self.name
+        if self.run_dir is not None:
+            return str(self.run_dir.resolve())
+        if self.kind == "adapter" and self.adapter_dir is not None:
+            return str(self.adapter_dir.resolve())
+        return str(Path(self.name).expanduser().resolve())
 
 
 def resolve(name: str | os.PathLike[str]) -> ModelRef:
@@ -136,6 +145,8 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         return _resolve_run(path)
     if path.is_dir() and (path / "config.json").exists():
         return ModelRef(text, path, "hf_dir")
+    if path.is_dir() and (path / "adapter_config.json").exists():
+        return _resolve_adapter(text, path)
     ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
     if len(ggufs) == 1:  # a `temper export --gguf` folder: its one model file
         return ModelRef(text, gguf_to_hf_dir(ggufs[0]), "gguf")
@@ -144,7 +155,13 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         f"GGUF file {path}: {'not a .gguf file' if path.is_file() else 'does not exist'}",
         f"run dir {path}/{RUN_MANIFEST}: not found",
         f"Hugging Face dir {path}/config.json: not found",
+        f"LoRA adapter dir {path}/adapter_config.json: not found",
     ]
+    if _looks_like_hub_id(text) and not path.exists():
+        snapshot, where = _hub_snapshot(text)
+        if snapshot is not None:
+            return ModelRef(text, snapshot, "hub")
+        looked.append(f"Hugging Face cache {where}: {'no config.json' if where.exists() else 'not found'}")
     raise ModelNotFoundError(
         f"cannot find model {text!r}. Looked for:\n    " + "\n    ".join(looked),
         hint="Models are never downloaded (offline). Pass a bundled alias, a local directory or a .gguf file.",
@@ -163,98 +180,66 @@ def _resolve_run(run_dir: Path) -> ModelRef:
     return ModelRef(str(run_dir), base.path, "run", adapters, run_dir, manifest["base_model"])
 
 
-def gguf_to_hf_dir(gguf_path: Path) -> Path:
-    """Dequantize a GGUF file to a float HF directory, cached by file content identity; atomic on disk."""
-    st = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    out = cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
-    if (out / "model.safetensors").exists():
-        return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True)
-    q = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True
-    )
-    cfg = q.config.to_dict()
-    cfg.pop("quantization_config", None)
-    model = type(q)(type(q.config).from_dict(cfg))
-    model.load_state_dict(q.state_dict())
-    if tok.model_max_length is None or tok.model_max_length > 10**8:
-        # GGUF carries no model_max_length; the context length is the honest value.
-        tok.model_max_length = int(getattr(model.config, "max_position_embeddings", 2048))
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+def _resolve_adapter(text: str, path: Path) -> ModelRef:
+    """A peft LoRA adapter directory (LLaMA-Factory's or ms-swift's output, a checkpoint): its base is the
+    model named in adapter_config.json, found by the same rules."""
+    config_file = path / "adapter_config.json"
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / "temper_source.json").write_text(json.dumps({"gguf": str(gguf_path.resolve())}))
-        os.replace(tmp, out)  # atomic: a crash leaves only a .tmp- dir, never a half cache
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "model.safetensors").exists():
-            raise
-    return out
-
-
-def pick_dtype(dtype: str = "auto") -> torch.dtype:
-    """auto -> bf16 where it is faster (CUDA with bf16, or a CPU whose measured bf16 matmul beats fp32)."""
-    if dtype == "fp32":
-        return torch.float32
-    if dtype == "fp16":
-        return torch.float16
-    if dtype == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if bf16_supported() else torch.float32
-
-
-def bf16_supported() -> bool:
-    """Whether bf16 is the better choice here: CUDA with bf16, or a CPU whose bf16 matmul outruns its fp32 one.
-
-    The CPU flag alone is not enough. A VM can expose AVX512-BF16 but hide AMX, and on such a machine (an
-    Emerald Rapids VM, 2026-12-02) oneDNN's bf16 matmul ran at half the fp32 speed (75 vs 150 GFLOP/s per
-    core), so an `auto` that trusted the flag made training 2x slower. So we measure, once per process.
-    """
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
+        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise TemperError(f"{config_file} is not a readable adapter config: {exc}") from exc
+    if not base:
+        raise ModelNotFoundError(
+            f"{path} is a LoRA adapter, but {config_file} names no base model (base_model_name_or_path).",
+            hint="Set base_model_name_or_path in that file to a bundled alias, a local model dir or a hub id.",
+        )
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
-        return False  # without them torch emulates bf16 at a few GFLOP/s; no need to measure
-    return cpu_bf16_speedup() > BF16_MIN_SPEEDUP
+        ref = resolve(base)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"{path} is a LoRA adapter for base model {base!r}, which is not here. {exc}",
+            hint=f"Point base_model_name_or_path in {config_file} to where that model is on this machine "
+            "(a bundled alias, a local model dir or a cached hub id).",
+        ) from exc
+    if ref.adapters:
+        raise TemperError(
+            f"{path} is a LoRA adapter whose base {base!r} is itself an adapter run; temper loads one adapter.",
+            hint=f"Merge the base first (temper export {base} --merge --output-dir DIR) and point the adapter "
+            "config's base_model_name_or_path to DIR.",
+        )
+    base = ref.base_for_new_run()
+    return ModelRef(text, ref.path, "adapter", {path.name: path}, base_name=base, adapter_dir=path)
 
 
-BF16_MIN_SPEEDUP = 1.1  # below this, bf16's lost precision buys too little (seen: 0.5x on one VM, 4x on EPYC)
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
 
 
-@functools.cache
-def cpu_bf16_speedup(n: int = 512, rounds: int = 6) -> float:
-    """bf16 / fp32 throughput of an n x n x n matmul at the current thread count (~50 ms).
+def _hub_snapshot(repo_id: str) -> tuple[Path | None, Path]:
+    """(the snapshot dir of `repo_id` in the local Hugging Face cache, or None; where it was looked for).
 
-    The two dtypes are timed in alternation, best of `rounds` each: the first matmuls of a process are slow
-    (library start-up), and a one-sided warm-up once made fp32 look 3x slower than it is.
+    Only the cache is read (HF_HUB_CACHE / HF_HOME are honoured): `local_files_only` never opens a connection.
     """
-    mats = {
-        dt: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)) for dt in (torch.float32, torch.bfloat16)
-    }
-    best = dict.fromkeys(mats, float("inf"))
-    for r in range(rounds + 2):
-        for dt, (a, b) in mats.items():
-            start = time.perf_counter()
-            a @ b
-            if r >= 2:  # two untimed rounds first
-                best[dt] = min(best[dt], time.perf_counter() - start)
-    return best[torch.float32] / best[torch.bfloat16]
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, IncompleteSnapshotError, LocalEntryNotFoundError
+
+    where = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    try:
+        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError, IncompleteSnapshotError):
+        return None, where
+    return (snapshot if (snapshot / "config.json").exists() else None), where
 
 
 def load_tokenizer(ref: ModelRef | str) -> Any:
     from transformers import AutoTokenizer
 
     ref = resolve(ref) if isinstance(ref, str) else ref
-    # A run dir saves the tokenizer (with any template override) next to its adapter; prefer that copy.
-    src = ref.run_dir if ref.run_dir and (ref.run_dir / "tokenizer_config.json").exists() else ref.path
+    # A run dir (or a peer's adapter dir) saves the tokenizer, with the chat template it trained with, next to
+    # its adapter; prefer that copy.
+    own = ref.run_dir or ref.adapter_dir
+    src = own if own and (own / "tokenizer_config.json").exists() else ref.path
     tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -266,11 +251,12 @@ def load_causal_lm(
     dtype: str = "auto",
     adapters: dict[str, Path] | None = None,
     attn_implementation: str = "sdpa",
-    trainable_adapter: bool = False,
+    continue_adapter: bool = False,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer). Adapters from a run dir are attached with peft; the first is active.
 
-    For inference the result is in eval mode; with `trainable_adapter` the (single) adapter keeps training.
+    For inference the result is in eval mode. `continue_adapter`: the model's own (single) adapter is attached
+    to keep training (see continue_lora) and the model stays in train mode.
     `attn_implementation="auto"` picks the kernel for the device (models/attention.py: pick_attention).
     """
     from transformers import AutoModelForCausalLM
@@ -289,12 +275,32 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(
         ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn
     )
+    if continue_adapter:
+        if len(ref.adapters) != 1 or adapters:
+            raise TemperError(
+                f"cannot continue training {ref.name}: it has {len(ref.adapters)} adapters, not one."
+            )
+        return continue_lora(model, next(iter(ref.adapters.values()))), tok
     all_adapters = {**ref.adapters, **(adapters or {})}
     if all_adapters:
-        model = attach_adapters(model, all_adapters, trainable=trainable_adapter)
-    if not trainable_adapter:
-        model.eval()
+        model = attach_adapters(model, all_adapters)
+    model.eval()
     return model, tok
+
+
+def continue_lora(model: Any, adapter_dir: Path) -> Any:
+    """Attach a saved LoRA adapter to keep training it, as LLaMA-Factory does with `adapter_name_or_path`:
+    its own rank, alpha and targets (fixed by its weights), temper's fast LoRA layers, and peft's "default"
+    name, which a run dir saves at its top level (any other name would be saved in a subfolder)."""
+    from peft import LoraConfig, PeftModel
+
+    from temper.tuning import use_fast_lora_layers
+
+    _check_adapter_dir(adapter_dir)
+    lcfg = LoraConfig.from_pretrained(str(adapter_dir))
+    use_fast_lora_layers(lcfg)  # DoRA and dropout run peft's own forward inside it
+    with quiet_peft():
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True, config=lcfg)
 
 
 def fold_single_adapter(model: Any) -> Any:
@@ -327,16 +333,14 @@ def _export_method(path: Path) -> str | None:
     return str(method) if method else None
 
 
-def attach_adapters(model: Any, adapters: dict[str, Path], trainable: bool = False) -> Any:
+def attach_adapters(model: Any, adapters: dict[str, Path]) -> Any:
     from peft import PeftModel
 
     names = list(adapters)
     for name in names:
         _check_adapter_dir(adapters[name])
     with quiet_peft():
-        peft_model = PeftModel.from_pretrained(
-            model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=trainable
-        )
+        peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         peft_model.load_adapter(str(adapters[name]), adapter_name=name)
     peft_model.set_adapter(names[0])

@@ -28,13 +28,14 @@ from rich.console import Console
 from temper.config.encoder import ClassifyConfig
 from temper.data.augment import augment_examples
 from temper.data.cls_formats import TASKS, label_ids, label_space
+from temper.models.dtype import pick_dtype
 from temper.models.heads import (
     MultiTaskClassifier,
     classifier_module_names,
     is_decoder,
     load_sequence_classifier,
 )
-from temper.models.load import load_tokenizer, pick_dtype, resolve
+from temper.models.load import load_tokenizer, resolve
 from temper.objectives.cls import DEFAULT_METRIC, compute_metrics_fn, multitask_metrics_fn
 from temper.recipes.encoder_tools import (
     ProgressiveUnfreezing,
@@ -167,7 +168,7 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
         "problem_type": problem_type,
         "data_fingerprint": fingerprint_files(files),
     }
-    base = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
+    base = ref.base_name if ref.kind == "run" and ref.base_name else ref.base_for_new_run()
     write_manifest(run_dir, "classify", base, weights, **extra)
     result = run(train_cfg, run_dir, save=True, cbs=callbacks)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval_")}

@@ -27,8 +27,9 @@ from temper.config.encoder import EmbedConfig
 from temper.data.cls_formats import read_embedding_file
 from temper.data.records import EmbeddingExample
 from temper.errors import ConfigError
+from temper.models.dtype import pick_dtype
 from temper.models.heads import embed_texts, write_pooling
-from temper.models.load import load_tokenizer, pick_dtype, resolve
+from temper.models.load import load_tokenizer, resolve
 from temper.objectives.embedding import EmbeddingCollator, embedding_loss_fn
 from temper.recipes.encoder_tools import sample, split_off
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
@@ -132,7 +133,7 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
         "pooling": cfg.data.pooling,
         "data_fingerprint": fingerprint,
     }
-    base = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
+    base = ref.base_name if ref.kind == "run" and ref.base_name else ref.base_for_new_run()
     write_manifest(run_dir, "embed", base, weights, **extra)
     result = train(
         model=model,

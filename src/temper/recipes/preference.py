@@ -33,7 +33,7 @@ from temper.objectives.dpo import chosen_nll, dpo_loss, pair_metrics
 from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
 from temper.objectives.simpo import simpo_loss
-from temper.recipes.sft import _base_for_manifest, _summary
+from temper.recipes.sft import _summary
 from temper.runs import data_fingerprint, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
@@ -317,7 +317,6 @@ def finish_run(
     """Write config + manifest, train with the engine, save the weights, update the manifest."""
     kind = kind or cfg.pref.rlhf_type
     cfg.save_yaml(run_dir / "config.yaml")
-    base_name = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
     weights = "adapter" if cfg.tune.tuning == "lora" and not merged else "full"
     extra = {
         "seed": cfg.train.seed,
@@ -329,7 +328,7 @@ def finish_run(
         "data_stats": dict(stats),
         "eval_before": eval_before,
     }
-    base = _base_for_manifest(base_name, ref)
+    base = ref.base_for_new_run()
     write_manifest(run_dir, kind, base, weights, **extra)
     if eval_before:
         shown = ", ".join(

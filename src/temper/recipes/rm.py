@@ -33,7 +33,8 @@ from temper.data.records import Message
 from temper.data.templates import prepare_tokenizer, render_prompt
 from temper.errors import TemperError
 from temper.models.attention import pick_attention
-from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, pick_dtype, resolve
+from temper.models.dtype import pick_dtype
+from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve
 from temper.objectives.logps import split_pairs
 from temper.objectives.rm import bradley_terry_loss
 from temper.recipes.preference import (

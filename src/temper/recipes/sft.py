@@ -31,15 +31,17 @@ from temper.data.collate import (
 from temper.data.load import load_train_val
 from temper.data.templates import prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
+from temper.errors import ConfigError
 from temper.models.attention import NAME as ATTENTION
-from temper.models.load import load_causal_lm, pick_dtype, resolve
+from temper.models.dtype import pick_dtype
+from temper.models.load import load_causal_lm, resolve
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import data_fingerprint, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
 from temper.training.preflight import check_trainer_names, start_notes
-from temper.tuning import apply_tuning, count_parameters
+from temper.tuning import adapter_differences, apply_tuning, count_parameters
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 
@@ -79,6 +81,15 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     # 2. Model and tokenizer. LoRA keeps the frozen base in bf16 when bf16 is on (the adapters stay fp32,
     # peft upcasts them); full and freeze tuning keep fp32 master weights and use autocast instead.
     ref = resolve(cfg.model.model)
+    # A LoRA run on a model that has a LoRA adapter (a temper run dir, a LLaMA-Factory or ms-swift output) keeps
+    # training that adapter, as LLaMA-Factory does with adapter_name_or_path; full and freeze tuning start from
+    # the adapter merged into its base. Neither drops what the adapter learned.
+    continues = cfg.tune.tuning == "lora" and bool(ref.adapters)
+    if continues and cfg.tune.quantization:
+        raise ConfigError(
+            f"{ref.name} has a LoRA adapter; temper does not continue an adapter over a quantized base.",
+            hint=f"Merge it first (temper export {ref.name} --merge --output-dir DIR) and train on DIR.",
+        )
     bf16 = use_bf16(cfg.train)
     dtype = pick_dtype(cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
     if cfg.model.dtype == "auto" and bf16 and cfg.tune.tuning == "lora":
@@ -89,8 +100,10 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
         check_quantization_backend(cfg.tune.quantization)
     model, tokenizer = load_causal_lm(
-        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation
+        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation, continue_adapter=continues
     )
+    if ref.adapters and not continues:
+        model = model.merge_and_unload()
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))  # a --template override added special tokens
@@ -123,7 +136,10 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     # 4. Tuning: which parameters train.
     if cfg.train.gradient_checkpointing:
         model.config.use_cache = False
-    model = apply_tuning(model, cfg.tune)
+    if continues:
+        _say(state, _continue_line(ref, model, cfg))
+    else:
+        model = apply_tuning(model, cfg.tune)
     if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
         model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input with a frozen embedding
     trainable, total = count_parameters(model)
@@ -145,7 +161,6 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     # 5. Run directory contract: config + manifest first, so a crashed run is still identifiable and resumable.
     if state.is_main_process:
         cfg.save_yaml(run_dir / "config.yaml")
-    base_name = ref.base_name if ref.kind == "run" and ref.base_name else cfg.model.model
     manifest_extra = {
         "seed": cfg.train.seed,
         "data_fingerprint": fingerprint,
@@ -157,7 +172,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     }
     weights = "adapter" if cfg.tune.tuning == "lora" else "full"
     if state.is_main_process:
-        write_manifest(run_dir, "sft", _base_for_manifest(base_name, ref), weights, **manifest_extra)
+        write_manifest(run_dir, "sft", ref.base_for_new_run(continues), weights, **manifest_extra)
 
     # 6. Train.
     result = train(
@@ -177,7 +192,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         write_manifest(
             run_dir,
             "sft",
-            _base_for_manifest(base_name, ref),
+            ref.base_for_new_run(continues),
             weights,
             **manifest_extra,
             result=_summary(result),
@@ -218,8 +233,6 @@ def _generation_eval(cfg: SFTConfig, val_records: list[Any], run_dir: Path) -> l
     if cfg.data.eval_dataset != "general_qa":
         return []
     if not val_records:
-        from temper.errors import ConfigError
-
         raise ConfigError(
             "eval_dataset=general_qa needs a validation split, and there is none.",
             hint="Add --val-size 0.1 (a fraction), --val-size 50 (rows) or --val-dataset FILE.",
@@ -229,15 +242,15 @@ def _generation_eval(cfg: SFTConfig, val_records: list[Any], run_dir: Path) -> l
     return [GenerationEval(val_records, cfg.data.system, run_dir)]
 
 
-def _base_for_manifest(base_name: str, ref: Any) -> str:
-    """Aliases stay aliases (portable between machines); paths are made absolute so the run dir can move."""
-    from temper.models.load import BUNDLED
-
-    if base_name in BUNDLED:
-        return base_name
-    if ref.kind == "run" and ref.base_name:
-        return str(ref.base_name)
-    return str(Path(base_name).resolve())
+def _continue_line(ref: Any, model: Any, cfg: SFTConfig) -> str:
+    """Says which adapter keeps training, and which LoRA settings of the config it cannot take."""
+    saved = model.peft_config["default"]
+    line = (
+        f"[bold]continuing[/] the LoRA adapter of {ref.name} (rank {saved.r}, alpha {saved.lora_alpha}) "
+        f"over {ref.base_name}"
+    )
+    differs = adapter_differences(saved, cfg.tune)
+    return line + (f"; its own settings apply, not: {'; '.join(differs)}" if differs else "")
 
 
 def _padding_estimate(lengths: list[int], cfg: SFTConfig, sampling: str) -> float:

@@ -28,7 +28,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
-from temper.models.load import bf16_supported
+from temper.models.dtype import bf16_supported
 from temper.models.norm import fuse_rms_norms
 from temper.training.callbacks import (
     CheckpointMarker,

@@ -13,7 +13,7 @@ from transformers import Trainer, TrainingArguments
 from temper.config.base import check_choice
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
-from temper.models.load import bf16_supported
+from temper.models.dtype import bf16_supported
 
 
 def start_notes(cfg: Any) -> list[str]:

@@ -64,13 +64,38 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
         task_type=task,
     )
     if not cfg.quantization:  # quantized bases keep peft's bitsandbytes layers
-        import torch
-
-        from temper.tuning.lora_linear import LoraLinear
-
-        lcfg._register_custom_module({torch.nn.Linear: LoraLinear})  # peft's hook for custom LoRA layers
+        use_fast_lora_layers(lcfg)
     with quiet_peft():
         return get_peft_model(model, lcfg)
+
+
+def use_fast_lora_layers(lcfg: Any) -> None:
+    """Adapt plain `nn.Linear` targets with temper's LoraLinear (tuning/lora_linear.py: the same weights and
+    names as peft's layer, one autograd function per layer) through peft's hook for custom LoRA layers."""
+    import torch
+
+    from temper.tuning.lora_linear import LoraLinear
+
+    lcfg._register_custom_module({torch.nn.Linear: LoraLinear})
+
+
+def adapter_differences(saved: Any, cfg: TuneCfg) -> list[str]:
+    """The LoRA settings in `cfg` that differ from a saved adapter's own config (which a continued adapter
+    keeps: its shapes and targets are fixed by its weights)."""
+    targets = saved.target_modules
+    saved_target = ["all-linear"] if targets == "all-linear" else sorted(targets or [])
+    asked_target = ["all-linear"] if cfg.lora_target == ["all-linear"] else sorted(cfg.lora_target)
+    pairs = {
+        "lora_rank": (saved.r, cfg.lora_rank),
+        "lora_alpha": (saved.lora_alpha, cfg.lora_alpha or 2 * cfg.lora_rank),
+        "lora_dropout": (saved.lora_dropout, cfg.lora_dropout),
+        "use_rslora": (bool(saved.use_rslora), cfg.use_rslora),
+        "use_dora": (bool(saved.use_dora), cfg.use_dora),
+    }
+    out = [f"{k} {asked} (the adapter's: {have})" for k, (have, asked) in pairs.items() if have != asked]
+    if saved_target != asked_target and asked_target != ["all-linear"]:
+        out.append(f"lora_target {','.join(asked_target)} (the adapter's: {','.join(saved_target)})")
+    return out
 
 
 def _decoder_layers(model: Any) -> Any:
