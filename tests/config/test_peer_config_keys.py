@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from temper.config import SFTConfig
+from temper.config.encoder import ClassifyConfig
 from temper.config.preference import PreferenceConfig
 from temper.data.load import load_records
 from temper.errors import ConfigError
@@ -129,11 +130,11 @@ def test_do_train_false_is_refused_and_unknown_keys_still_fail() -> None:
     with pytest.raises(ConfigError, match="unknown key 'max_sample'") as err:
         SFTConfig.from_dict({"max_sample": 10})
     assert "max_samples" in str(err.value.hint)
-    # Starting from a trained adapter: the peers' key says how temper spells it (the adapter dir is the model).
+    # Starting from a trained adapter: LLaMA-Factory's and ms-swift's keys are temper's `adapter`.
     for key in ("adapter_name_or_path", "adapters"):
-        with pytest.raises(ConfigError, match=f"unknown key '{key}'") as err:
-            SFTConfig.from_dict({key: "saves/lora/sft"})
-        assert "Name the adapter dir as the model" in str(err.value.hint)
+        assert SFTConfig.from_dict({key: "saves/lora/sft"}).model.adapter == "saves/lora/sft"
+    with pytest.raises(ConfigError, match="classify and embed do not start from a separate adapter"):
+        ClassifyConfig.from_dict({"adapter": "saves/lora/sft"})
 
 
 def test_max_samples_keeps_the_first_rows_of_each_dataset(shared_data: Path) -> None:

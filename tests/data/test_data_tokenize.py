@@ -185,8 +185,18 @@ def test_template_override_and_missing_template(tok: Any, tiny_bert_dir: Path, t
     with pytest.raises(TemperError, match="unknown template") as err:
         prepare_tokenizer(bert, "nope")
     assert "--template chatml" in str(err.value.hint)  # no template of its own: name one
+    # LLaMA-Factory's template names: the model's own format (SmolLM2 writes ChatML) keeps its own template, as
+    # a LLaMA-Factory YAML means it; another family's format is refused with the reason.
+    own = tok.chat_template
+    for name in ("smollm2", "qwen"):
+        assert prepare_tokenizer(tok, name).chat_template == own
     with pytest.raises(TemperError, match="unknown template 'llama3'") as err:
-        prepare_tokenizer(tok, "llama3")  # LLaMA-Factory's name, for a model that carries its own template
+        prepare_tokenizer(tok, "llama3")
+    assert "writes <|start_header_id|>" in str(err.value.hint) and "another model family" in str(
+        err.value.hint
+    )
+    with pytest.raises(TemperError, match="unknown template 'vicuna'") as err:
+        prepare_tokenizer(tok, "vicuna")
     assert "Leave template out to use the model's own chat template" in str(err.value.hint)
     prepare_tokenizer(bert, "chatml")
     assert "<|im_end|>" in bert.get_vocab()

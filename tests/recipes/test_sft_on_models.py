@@ -189,3 +189,36 @@ def test_a_hub_id_loads_from_the_local_cache_only(tiny_llama_dir: Path, tmp_path
     with pytest.raises(ModelNotFoundError) as err:  # this process's cache is the default one: not there
         resolve("temper-tests/tiny-llama")
     assert "Hugging Face cache" in str(err.value) and "models--temper-tests--tiny-llama" in str(err.value)
+
+
+def test_a_llamafactory_config_continues_its_adapter_over_model_name_or_path(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An adapter trained on another machine: its own config names a base that is not here. LLaMA-Factory takes
+    # the base from model_name_or_path, and so does temper when the config names both.
+    adapter = _peer_adapter(tiny_llama_dir, tmp_path / "saves" / "sft")
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**cfg, "base_model_name_or_path": "/data/llama"})
+    )
+    data = write_rows(tmp_path / "rows.jsonl")
+    out = tmp_path / "run"
+    yaml = tmp_path / "lf.yaml"
+    yaml.write_text(
+        f"model_name_or_path: {tiny_llama_dir}\nadapter_name_or_path: {adapter}\nstage: sft\n"
+        f"finetuning_type: lora\ndataset: {data}\noutput_dir: {out}\ncutoff_len: 64\nmax_steps: 2\n"
+        "bf16: false\nper_device_train_batch_size: 4\n"
+    )
+    assert main(["sft", str(yaml)]) == 0
+    assert f"continuing the LoRA adapter of {adapter}" in capsys.readouterr().err
+    assert read_manifest(out)["base_model"] == str(tiny_llama_dir.resolve())
+    before, after = (
+        load_file(adapter / "adapter_model.safetensors"),
+        load_file(out / "adapter_model.safetensors"),
+    )
+    assert set(before) == set(after) and any(not torch.equal(before[k], after[k]) for k in before)
+    _answer(out, capsys)  # the run dir loads on its own: its base is the model the config named
+    # Several adapters (LLaMA-Factory's comma-separated list) are not stacked: one is continued, or merge first.
+    yaml.write_text(yaml.read_text().replace(str(adapter), f"{adapter},{adapter}"))
+    assert main(["sft", str(yaml), "--output-dir", str(tmp_path / "two")]) != 0
+    assert "temper starts from one adapter" in capsys.readouterr().err

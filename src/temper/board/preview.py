@@ -44,9 +44,11 @@ def preview(cfg: Any, verb: str, limit: int = 3) -> list[dict[str, Any]]:
 
 def _tokenizer(cfg: Any) -> Any:
     from temper.data.templates import prepare_tokenizer
-    from temper.models.load import load_tokenizer, resolve
+    from temper.models.load import load_tokenizer, resolve_model
 
-    return prepare_tokenizer(load_tokenizer(resolve(cfg.model.model)), cfg.model.template)
+    return prepare_tokenizer(
+        load_tokenizer(resolve_model(cfg.model.model, cfg.model.adapter)), cfg.model.template
+    )
 
 
 def _token_row(

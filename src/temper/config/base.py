@@ -43,6 +43,8 @@ ALIASES: dict[str, str] = {
     "finetuning_type": "tuning",  # LLaMA-Factory's name
     "train_type": "tuning",  # ms-swift's name
     "model_name_or_path": "model",
+    "adapter_name_or_path": "adapter",  # LLaMA-Factory's name
+    "adapters": "adapter",  # ms-swift's name
     "output": "output_dir",
     "resume_from_checkpoint": "resume",
     "threads": "num_threads",
@@ -55,11 +57,6 @@ ALIASES: dict[str, str] = {
 RENAMED: dict[str, str] = {
     "group_by_length": "transformers 5 replaced it: write `train_sampling_strategy: group_by_length` (true) or "
     "`random` (false); `sequential` keeps file order.",
-    # LLaMA-Factory's and ms-swift's way to start from a trained adapter; in temper the adapter dir is the model.
-    "adapter_name_or_path": "Name the adapter dir as the model instead (`model: saves/.../sft`): temper finds its "
-    "base in its adapter_config.json, and a LoRA run continues that adapter.",
-    "adapters": "Name the adapter dir as the model instead (`model: output/.../checkpoint-N`): temper finds its "
-    "base in its adapter_config.json, and a LoRA run continues that adapter.",
 }
 
 

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
 from temper.config.sections import SAMPLING_UNGROUPED, ModelCfg, TrainCfg, TuneCfg
+from temper.errors import ConfigError
 
 ENCODER_DEFAULT_MODEL = "minilm-l6"
 CLS_FORMATS = ["auto", "glue_tsv", "csv", "tsv", "jsonl", "json", "swift"]
@@ -33,6 +34,16 @@ class EncoderModelCfg(ModelCfg):
     dtype: str = field(
         "fp32", help="weights dtype: fp32 (mixed precision comes from --bf16), bf16, fp16 or auto"
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.adapter is not None:
+            raise ConfigError(
+                f"adapter: classify and embed do not start from a separate adapter (got {self.adapter!r}).",
+                hint="Name a temper run dir as the model; for a decoder adapter, merge it first: "
+                "temper export ADAPTER_DIR --merge --output-dir DIR, then --model DIR.",
+                key="adapter",
+            )
 
 
 @dataclass

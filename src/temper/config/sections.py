@@ -19,6 +19,11 @@ class ModelCfg:
         help="bundled alias, Hugging Face directory or cached hub id, .gguf file, temper run dir or LoRA "
         "adapter dir (a LoRA run continues its adapter)",
     )
+    adapter: str | None = field(
+        None,
+        help="a LoRA adapter dir to start from, over `model` as its base (LLaMA-Factory's adapter_name_or_path, "
+        "ms-swift's adapters); a LoRA run continues it",
+    )
     template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
     dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")
     attn_implementation: str = field(

@@ -44,7 +44,7 @@ def _trained_batches(target: str | Path) -> dict[str, Any] | None:
 
 def _config_and_tokenizer(target: str | Path) -> tuple[Any, Any]:
     from temper.config import SFTConfig
-    from temper.models.load import RUN_MANIFEST, load_tokenizer
+    from temper.models.load import RUN_MANIFEST, load_tokenizer, resolve_model
 
     path = Path(target)
     if path.is_dir():
@@ -55,11 +55,12 @@ def _config_and_tokenizer(target: str | Path) -> tuple[Any, Any]:
         cfg = SFTConfig.from_sources(path / "config.yaml")
         # A run dir's saved tokenizer carries any template override (load_tokenizer prefers it); a folder with
         # only a config.yaml (a run that crashed early) falls back to the configured model.
-        tok_src = str(path) if (path / RUN_MANIFEST).is_file() else cfg.model.model
-        return cfg, load_tokenizer(tok_src)
+        if (path / RUN_MANIFEST).is_file():
+            return cfg, load_tokenizer(str(path))
+        return cfg, load_tokenizer(resolve_model(cfg.model.model, cfg.model.adapter))
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         cfg = SFTConfig.from_sources(path)
-        return cfg, load_tokenizer(cfg.model.model)
+        return cfg, load_tokenizer(resolve_model(cfg.model.model, cfg.model.adapter))
     raise TemperError(
         f"{target!r} is neither a run directory nor a YAML config.",
         hint="e.g. temper data stats runs/identity",

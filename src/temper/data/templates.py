@@ -12,11 +12,14 @@ writes every special token (a second BOS would differ from what the model was tr
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from temper.data.records import ChatExample
 from temper.errors import TemperError
+
+log = logging.getLogger(__name__)
 
 # ChatML (Qwen, SmolLM2, ms-swift's `chatml`). Tools, when given, go into the system turn as JSON.
 CHATML = (
@@ -36,6 +39,20 @@ TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "chatml": (CHATML, ("<|im_start|>", "<|im_end|>")),
 }
 
+# LLaMA-Factory's `template` names for model families' own chat formats -> a token that format writes. A model
+# whose own chat template writes it already carries that format, so the name keeps the model's template (a
+# LLaMA-Factory YAML then trains as it is); any other model gets the unknown-template error.
+PEER_TEMPLATES: dict[str, str] = {
+    **dict.fromkeys(("qwen", "qwen2", "qwen3", "qwen3_nothink", "smollm", "smollm2", "yi"), "<|im_start|>"),
+    **dict.fromkeys(("llama3", "llama4"), "<|start_header_id|>"),
+    **dict.fromkeys(("llama2", "mistral", "ministral"), "[INST]"),
+    **dict.fromkeys(("gemma", "gemma2", "gemma3"), "<start_of_turn>"),
+    "phi": "<|assistant|>",
+    "phi4": "<|im_sep|>",
+    "glm4": "<|assistant|>",
+    "deepseek3": "<｜Assistant｜>",
+}
+
 
 def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
     """Give the tokenizer a chat template: its own, or `template` (a TEMPLATES name or a Jinja file path).
@@ -53,15 +70,23 @@ def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
                 tokenizer.add_tokens(missing, special_tokens=True)
         elif Path(template).is_file():
             source = Path(template).read_text(encoding="utf-8")
+        elif template in PEER_TEMPLATES and PEER_TEMPLATES[template] in _own_template(tokenizer):
+            log.warning("template %s: this model's own chat template is that format, and is used", template)
+            source = _own_template(tokenizer)
         else:
             own = getattr(tokenizer, "chat_template", None)
+            hint = "Pass --template chatml or a path to a Jinja chat template."
+            if own and template in PEER_TEMPLATES:
+                hint = (
+                    f"LLaMA-Factory's template {template!r} writes {PEER_TEMPLATES[template]}, which this model's "
+                    "own chat template does not: it is another model family's format. Leave template out to use "
+                    "the model's own, or pass a Jinja file."
+                )
+            elif own:
+                hint = "Leave template out to use the model's own chat template, or pass a built-in name or a Jinja file."
             raise TemperError(
                 f"unknown template {template!r}: not a built-in name ({', '.join(TEMPLATES)}) nor an existing file.",
-                hint="Leave template out to use the model's own chat template (a LLaMA-Factory template name such "
-                "as llama3 or qwen names that format, which this model already carries), or pass a built-in name "
-                "or a Jinja file."
-                if own
-                else "Pass --template chatml or a path to a Jinja chat template.",
+                hint=hint,
             )
         tokenizer.chat_template = source
     if not getattr(tokenizer, "chat_template", None):
@@ -72,6 +97,11 @@ def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _own_template(tokenizer: Any) -> str:
+    own = getattr(tokenizer, "chat_template", None)
+    return own if isinstance(own, str) else ""
 
 
 def to_chat_dicts(example: ChatExample, default_system: str | None = None) -> list[dict[str, str]]:

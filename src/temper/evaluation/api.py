@@ -94,9 +94,10 @@ def score_model(
 
 
 def _load(cfg: EvalConfig, name: str) -> tuple[Any, Any, Any]:
-    from temper.models.load import fold_single_adapter, load_causal_lm, resolve
+    from temper.models.load import fold_single_adapter, load_causal_lm, resolve_model
 
-    ref = resolve(name)
+    # The config's adapter goes with its model; a --compare model is taken as it is.
+    ref = resolve_model(name, cfg.model.adapter if name == cfg.model.model else None)
     model, tok = load_causal_lm(ref, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
     model = fold_single_adapter(model)  # a run dir's adapter answers every question: fold it in (fp32 only)
     if cfg.model.template:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from temper.errors import ModelNotFoundError, TemperError
+from temper.errors import ConfigError, ModelNotFoundError, TemperError
 from temper.models.dtype import pick_dtype
 from temper.models.gguf import cache_dir, gguf_to_hf_dir
 from temper.tuning import quiet_peft
@@ -165,6 +165,33 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
     raise ModelNotFoundError(
         f"cannot find model {text!r}. Looked for:\n    " + "\n    ".join(looked),
         hint="Models are never downloaded (offline). Pass a bundled alias, a local directory or a .gguf file.",
+    )
+
+
+def resolve_model(model: str, adapter: str | None = None) -> ModelRef:
+    """`model`, or with `adapter` (LLaMA-Factory's adapter_name_or_path) that LoRA adapter dir over `model` as
+    its base, whatever base its own config names, as LLaMA-Factory does."""
+    ref = resolve(model)
+    if adapter is None:
+        return ref
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        several = "," in adapter and not path.exists()
+        raise ModelNotFoundError(
+            f"adapter {adapter!r}: "
+            + ("temper starts from one adapter." if several else f"{path}/adapter_config.json not found."),
+            hint="Merge the other adapters first (temper export DIR --merge --output-dir OUT; OUT is then the model)."
+            if several
+            else "adapter names a LoRA adapter dir: LLaMA-Factory's saves/..., an ms-swift checkpoint-N, a temper "
+            "LoRA run dir.",
+        )
+    if ref.adapters:
+        raise ConfigError(
+            f"model {model!r} has an adapter of its own, and adapter {adapter!r} would go over it.",
+            hint=f"Merge the model first (temper export {model} --merge --output-dir DIR) and use DIR as model.",
+        )
+    return ModelRef(
+        model, ref.path, "adapter", {path.name: path}, base_name=ref.base_for_new_run(), adapter_dir=path
     )
 
 

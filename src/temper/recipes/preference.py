@@ -28,7 +28,7 @@ from temper.data.load import load_train_val
 from temper.data.pref_formats import PREFERENCE_FORMATS
 from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import prepare_tokenizer
-from temper.models.load import ModelRef, load_causal_lm, resolve
+from temper.models.load import ModelRef, load_causal_lm, resolve_model
 from temper.objectives.dpo import chosen_nll, dpo_loss, pair_metrics
 from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
@@ -193,7 +193,7 @@ def load_split(cfg: PreferenceConfig, converters: Mapping[str, Any]) -> tuple[li
 def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
     """(model, tokenizer, ref, merged). A starting run dir's LoRA adapter is merged into the base weights, so
     that "adapters off" is that SFT model; such a run then saves full weights (adapters cannot be stacked)."""
-    ref = resolve(cfg.model.model)
+    ref = resolve_model(cfg.model.model, cfg.model.adapter)
     bf16 = use_bf16(cfg.train)
     # Like SFT: a LoRA run keeps the frozen base in bf16 when bf16 is on; full/freeze keep fp32 master weights.
     dtype = (

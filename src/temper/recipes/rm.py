@@ -34,7 +34,7 @@ from temper.data.templates import prepare_tokenizer, render_prompt
 from temper.errors import TemperError
 from temper.models.attention import pick_attention
 from temper.models.dtype import pick_dtype
-from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve
+from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve, resolve_model
 from temper.objectives.logps import split_pairs
 from temper.objectives.rm import bradley_terry_loss
 from temper.recipes.preference import (
@@ -93,7 +93,7 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
     optimizer state are small, and a bf16 head would round away the small score differences it learns from."""
     from transformers import AutoModelForSequenceClassification
 
-    ref = resolve(cfg.model.model)
+    ref = resolve_model(cfg.model.model, cfg.model.adapter)
     dtype = pick_dtype(cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
     merged = bool(ref.adapters)
     if merged:  # an SFT LoRA run: merge it, then move its backbone under the new head

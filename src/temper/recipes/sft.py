@@ -34,7 +34,7 @@ from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.errors import ConfigError
 from temper.models.attention import NAME as ATTENTION
 from temper.models.dtype import pick_dtype
-from temper.models.load import load_causal_lm, resolve
+from temper.models.load import load_causal_lm, resolve_model
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import data_fingerprint, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
@@ -80,7 +80,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     # 2. Model and tokenizer. LoRA keeps the frozen base in bf16 when bf16 is on (the adapters stay fp32,
     # peft upcasts them); full and freeze tuning keep fp32 master weights and use autocast instead.
-    ref = resolve(cfg.model.model)
+    ref = resolve_model(cfg.model.model, cfg.model.adapter)
     # A LoRA run on a model that has a LoRA adapter (a temper run dir, a LLaMA-Factory or ms-swift output) keeps
     # training that adapter, as LLaMA-Factory does with adapter_name_or_path; full and freeze tuning start from
     # the adapter merged into its base. Neither drops what the adapter learned.
@@ -246,8 +246,8 @@ def _continue_line(ref: Any, model: Any, cfg: SFTConfig) -> str:
     """Says which adapter keeps training, and which LoRA settings of the config it cannot take."""
     saved = model.peft_config["default"]
     line = (
-        f"[bold]continuing[/] the LoRA adapter of {ref.name} (rank {saved.r}, alpha {saved.lora_alpha}) "
-        f"over {ref.base_name}"
+        f"[bold]continuing[/] the LoRA adapter of {next(iter(ref.adapters.values()))} (rank {saved.r}, "
+        f"alpha {saved.lora_alpha}) over {ref.base_name}"
     )
     differs = adapter_differences(saved, cfg.tune)
     return line + (f"; its own settings apply, not: {'; '.join(differs)}" if differs else "")
