@@ -23,6 +23,21 @@ def test_unknown_model_lists_what_was_looked_for(tmp_path: Path) -> None:
     assert "offline" in text
 
 
+def test_a_config_file_given_as_the_model_names_the_model_inside(tmp_path: Path) -> None:
+    # LLaMA-Factory's inference YAML, as `llamafactory-cli chat` takes it.
+    infer = tmp_path / "llama3_lora_sft.yaml"
+    infer.write_text(
+        "model_name_or_path: base\nadapter_name_or_path: saves/llama3-8b/lora/sft\ntemplate: llama3\n"
+    )
+    with pytest.raises(ModelNotFoundError, match="is a config file, not a model") as err:
+        resolve(str(infer))
+    assert "saves/llama3-8b/lora/sft" in str(err.value.hint)
+    infer.write_text("model_name_or_path: smollm2-135m-instruct\n")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve(str(infer))
+    assert "Pass the model it names: smollm2-135m-instruct" in str(err.value.hint)
+
+
 def test_hf_dir_and_run_dir_resolve(tiny_llama_dir: Path, tmp_path: Path) -> None:
     ref = resolve(str(tiny_llama_dir))
     assert ref.kind == "hf_dir" and ref.path == tiny_llama_dir

@@ -139,6 +139,8 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
             return ModelRef(text, gguf_to_hf_dir(located), "alias")
         return ModelRef(text, located, "alias")
     path = Path(text).expanduser()
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        raise _config_not_model(path)
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(text, gguf_to_hf_dir(path), "gguf")
     if path.is_dir() and (path / RUN_MANIFEST).exists():
@@ -236,6 +238,25 @@ def _resolve_adapter(text: str, path: Path) -> ModelRef:
         )
     base = ref.base_for_new_run()
     return ModelRef(text, ref.path, "adapter", {path.name: path}, base_name=base, adapter_dir=path)
+
+
+def _config_not_model(path: Path) -> ModelNotFoundError:
+    """A YAML file given where a model goes (LLaMA-Factory's `llamafactory-cli chat|export|api FILE.yaml`
+    habit): say which model it names."""
+    from temper.config.base import load_yaml
+
+    values = load_yaml(path)
+    adapter = values.get("adapter_name_or_path") or values.get("adapter")
+    model = values.get("model_name_or_path") or values.get("model")
+    if adapter:
+        hint = f"Pass the adapter dir it names: {adapter} (temper finds the base in its adapter_config.json)."
+    elif model:
+        hint = f"Pass the model it names: {model}."
+    else:
+        hint = "Pass a bundled alias, a local model dir, a run dir or an adapter dir."
+    return ModelNotFoundError(
+        f"{path} is a config file, not a model; this verb takes the model itself.", hint=hint
+    )
 
 
 def _looks_like_hub_id(text: str) -> bool:
