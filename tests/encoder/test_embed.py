@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from temper.config.encoder import EmbedConfig
+from temper.config.encoder import ClassifyConfig, EmbedConfig
 from temper.errors import ConfigError
 from temper.models.heads import embed_texts, pool, read_pooling
+from temper.recipes.classify import train_classifier
 from temper.recipes.embed import train_embedder
 
 
@@ -107,3 +109,29 @@ def test_a_model_named_by_a_relative_path_is_found_from_anywhere(
     assert json.loads((tmp_path / "e" / "temper_run.json").read_text())["base_model"] == str(tiny_bert_dir)
     monkeypatch.chdir(tmp_path)  # the run dir is read from another directory (the recorded path is absolute)
     assert embed_texts(str(tmp_path / "e"), ["about kitten 1"]).shape == (1, 32)
+
+
+def test_training_on_a_lora_embed_run_keeps_what_it_learned(
+    tiny_bert_dir: Path, pairs_jsonl: Path, tmp_path: Path, make_sentiment_file: Any
+) -> None:
+    def run(model: Path, out: Path, *extra: str) -> Path:
+        args = ["--model", str(model), "--dataset", str(pairs_jsonl), "--output-dir", str(out), "--bf16", "false",
+                "--batch-size", "16", "--tuning", "lora", "--lora-rank", "4", *extra]  # fmt: skip
+        train_embedder(EmbedConfig.from_sources(None, args))
+        return out
+
+    texts = ["about kitten 1", "text of feline", "text of automobile"]
+    first = run(tiny_bert_dir, tmp_path / "a", "--max-steps", "8", "--lr", "5e-2")
+    second = run(first, tmp_path / "b", "--max-steps", "1", "--lr", "1e-9")
+    base, after_a, after_b = (embed_texts(str(m), texts) for m in (tiny_bert_dir, first, second))
+    assert not torch.allclose(base, after_a, atol=1e-3)  # run A changed the embeddings
+    assert torch.allclose(after_a, after_b, atol=1e-4)  # run B started from them (a new adapter lost them)
+    assert json.loads((second / "temper_run.json").read_text())["base_model"] == str(tiny_bert_dir)
+    # classify puts a new head on a model without an adapter: a LoRA run is refused with the merge command.
+    rows = make_sentiment_file("s.jsonl", 16)
+    cfg = ClassifyConfig.from_sources(
+        None, ["--model", str(first), "--train", str(rows), "--output-dir", str(tmp_path / "c")]
+    )
+    with pytest.raises(ConfigError, match="has a LoRA adapter") as err:
+        train_classifier(cfg)
+    assert "temper export" in str(err.value.hint)

@@ -28,6 +28,7 @@ from rich.console import Console
 from temper.config.encoder import ClassifyConfig
 from temper.data.augment import augment_examples
 from temper.data.cls_formats import TASKS, label_ids, label_space
+from temper.errors import ConfigError
 from temper.models.dtype import pick_dtype
 from temper.models.heads import (
     MultiTaskClassifier,
@@ -35,7 +36,7 @@ from temper.models.heads import (
     is_decoder,
     load_sequence_classifier,
 )
-from temper.models.load import load_tokenizer, resolve
+from temper.models.load import attach_adapters, load_tokenizer, resolve
 from temper.objectives.cls import DEFAULT_METRIC, compute_metrics_fn, multitask_metrics_fn
 from temper.recipes.encoder_tools import (
     ProgressiveUnfreezing,
@@ -96,6 +97,13 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
 
     # 2. Tokens. Decoder tokenizers have no pair template, so pairs are joined with a newline there.
     ref = resolve(cfg.model.model)
+    if ref.adapters:
+        # A new head over an adapter run would be saved as a second adapter next to it, and loading runs with
+        # two adapters activates one; merged, the run's training is kept in the weights the head trains on.
+        raise ConfigError(
+            f"{ref.name} has a LoRA adapter; classify puts its new head on a model without one.",
+            hint=f"Merge it first (temper export {ref.name} --merge --output-dir DIR) and pass --model DIR.",
+        )
     tokenizer = load_tokenizer(ref)
     from transformers import AutoConfig
 
@@ -141,8 +149,6 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
     train_cfg = cfg.train
     if cfg.train.hpo_trials > 0:
         if not eval_ds:
-            from temper.errors import ConfigError
-
             raise ConfigError(
                 "hpo_trials needs validation data.", hint="Pass --validation FILE or --val-size."
             )
@@ -202,6 +208,8 @@ def train_multitask(cfg: ClassifyConfig, callbacks: Sequence[Any], start: float)
         console.print(f"[bold]task {task}[/] {len(tr)} train / {len(ev)} validation rows")
     torch.manual_seed(cfg.train.seed)
     encoder = AutoModel.from_pretrained(ref.path, local_files_only=True, dtype=pick_dtype(cfg.model.dtype))
+    if ref.adapters:  # a LoRA run as the encoder: its training is kept, merged (this run saves full weights)
+        encoder = attach_adapters(encoder, ref.adapters).merge_and_unload()
     model = MultiTaskClassifier(apply_tuning(encoder, cfg.tune), tasks)
     trainable, total = count_parameters(model)
     console.print(
@@ -227,7 +235,7 @@ def train_multitask(cfg: ClassifyConfig, callbacks: Sequence[Any], start: float)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval_")}
     write_json_atomic(run_dir / "eval_results.json", metrics)
     write_manifest(
-        run_dir, "classify", cfg.model.model, "full", tasks=tasks, seed=cfg.train.seed, result=metrics
+        run_dir, "classify", ref.base_for_new_run(), "full", tasks=tasks, seed=cfg.train.seed, result=metrics
     )
     print_metrics(metrics)
     return ClassifyResult(run_dir, metrics, [], "multi_task", result, [], time.perf_counter() - start)

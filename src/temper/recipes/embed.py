@@ -29,7 +29,7 @@ from temper.data.records import EmbeddingExample
 from temper.errors import ConfigError
 from temper.models.dtype import pick_dtype
 from temper.models.heads import embed_texts, write_pooling
-from temper.models.load import load_tokenizer, resolve
+from temper.models.load import attach_adapters, continue_lora, load_tokenizer, resolve
 from temper.objectives.embedding import EmbeddingCollator, embedding_loss_fn
 from temper.recipes.encoder_tools import sample, split_off
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
@@ -121,7 +121,15 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
     ref = resolve(cfg.model.model)
     tokenizer = load_tokenizer(ref)
     model = AutoModel.from_pretrained(ref.path, local_files_only=True, dtype=pick_dtype(cfg.model.dtype))
-    model = apply_tuning(model, cfg.tune)
+    # As in SFT: on an encoder with a LoRA adapter (a LoRA embed run), a LoRA run continues that adapter and
+    # full/freeze start from it merged; neither drops what it learned.
+    continues = cfg.tune.tuning == "lora" and bool(ref.adapters)
+    if continues:
+        model = continue_lora(model, next(iter(ref.adapters.values())))
+    else:
+        if ref.adapters:
+            model = attach_adapters(model, ref.adapters).merge_and_unload()
+        model = apply_tuning(model, cfg.tune)
     before = pair_metrics(model, tokenizer, val_pairs, cfg.data.pooling)
 
     # 3. Run directory contract, then train.
@@ -133,7 +141,7 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
         "pooling": cfg.data.pooling,
         "data_fingerprint": fingerprint,
     }
-    base = ref.base_name if ref.kind == "run" and ref.base_name else ref.base_for_new_run()
+    base = ref.base_for_new_run(continues)
     write_manifest(run_dir, "embed", base, weights, **extra)
     result = train(
         model=model,
