@@ -222,3 +222,34 @@ def test_a_llamafactory_config_continues_its_adapter_over_model_name_or_path(
     yaml.write_text(yaml.read_text().replace(str(adapter), f"{adapter},{adapter}"))
     assert main(["sft", str(yaml), "--output-dir", str(tmp_path / "two")]) != 0
     assert "temper starts from one adapter" in capsys.readouterr().err
+
+
+def test_a_llamafactory_inference_config_is_the_model_of_chat_and_serve(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = _peer_adapter(tiny_llama_dir, tmp_path / "saves" / "sft")
+    expected = _answer(adapter, capsys)
+    # As `llamafactory-cli chat` reads it: the base from model_name_or_path (the adapter's own config names a
+    # path that is not here), the adapter over it, LLaMA-Factory's template name for this model's format.
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**cfg, "base_model_name_or_path": "/data/llama"})
+    )
+    infer = tmp_path / "llama_lora_sft.yaml"
+    infer.write_text(
+        f"model_name_or_path: {tiny_llama_dir}\nadapter_name_or_path: {adapter}\ntemplate: smollm2\n"
+        "infer_backend: huggingface\ntrust_remote_code: true\n"
+    )
+    capsys.readouterr()
+    assert main(["chat", str(infer), "--query", "Who are you?", "--max-tokens", "8"]) == 0
+    out = capsys.readouterr()
+    assert out.out == expected
+    assert "ignored: infer_backend" in out.err and "ignored: trust_remote_code" in out.err
+    assert "template smollm2: this model's own chat template is that format" in caplog.text  # a log line
+    # A key that would change the answers and is not read here is refused, not dropped.
+    infer.write_text(infer.read_text() + "temperature: 0.9\n")
+    assert main(["chat", str(infer), "--query", "hi"]) != 0
+    assert "unknown key 'temperature'" in capsys.readouterr().err
+    # export does not read it: it names the adapter dir inside.
+    assert main(["export", str(infer), "--merge", "--output-dir", str(tmp_path / "m")]) != 0
+    assert f"Pass the adapter dir it names: {adapter}" in capsys.readouterr().err

@@ -14,7 +14,9 @@ HELP = "generate answers for every row of a data file (continuous batching, resu
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "model", help="bundled alias, HF dir or cached hub id, .gguf file, run dir or LoRA adapter dir"
+        "model",
+        help="bundled alias, HF dir or cached hub id, .gguf file, run dir, LoRA adapter dir, or a LLaMA-Factory "
+        "inference YAML (model_name_or_path, adapter_name_or_path, template)",
     )
     parser.add_argument(
         "--adapter",
@@ -76,6 +78,21 @@ def sampling(args: argparse.Namespace, default_temperature: float = 0.0) -> Any:
     )
 
 
+def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The MODEL argument and --template, or what a LLaMA-Factory inference YAML given as MODEL names (its
+    template unless --template says otherwise)."""
+    import sys
+
+    from temper.inference.config_file import is_config_file, read_inference_config
+
+    if not is_config_file(args.model):
+        return args.model, args.template
+    ref, template, notes = read_inference_config(args.model)
+    for note in notes:
+        print(note, file=sys.stderr)
+    return ref, args.template or template
+
+
 def load_engine(
     args: argparse.Namespace,
     max_batch_size: int = 16,
@@ -89,13 +106,14 @@ def load_engine(
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    model, template = model_and_template(args)
     return Engine.load(
-        args.model,
+        model,
         adapters,
         dtype=args.dtype,
         max_batch_size=max_batch_size,
         max_queue=max_queue,
-        template=args.template,
+        template=template,
         merge_adapter=merge_adapter,
     )
 

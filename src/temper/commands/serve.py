@@ -14,7 +14,8 @@ HELP = "serve a model and its adapters over an OpenAI-compatible HTTP API (conti
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
-        help="bundled alias, HF dir or cached hub id, .gguf file, run or adapter dir (its adapter is served too)",
+        help="bundled alias, HF dir or cached hub id, .gguf file, run or adapter dir (its adapter is served too), "
+        "or a LLaMA-Factory inference YAML",
     )
     parser.add_argument(
         "--adapter",
@@ -65,14 +66,16 @@ def parse_adapters(items: Sequence[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
+    from temper.commands.infer import model_and_template
     from temper.serving.app import serve
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    model, template = model_and_template(args)
     serve(
-        args.model,
+        model,
         parse_adapters(args.adapter),
         host=args.host,
         port=args.port,
@@ -82,6 +85,6 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         dtype=args.dtype,
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
-        template=args.template,
+        template=template,
     )
     return 0

@@ -93,7 +93,7 @@ class Engine:
     @classmethod
     def load(
         cls,
-        model: str | Path,
+        model: str | Path | Any,  # or a resolved ModelRef (models/load.py)
         adapters: Mapping[str, str | Path] | None = None,
         dtype: str = "auto",
         max_batch_size: int = 16,
@@ -110,9 +110,9 @@ class Engine:
         """
         from temper.data.templates import prepare_tokenizer
         from temper.models.heads import is_decoder, load_encoder, read_pooling
-        from temper.models.load import fold_single_adapter, load_causal_lm, resolve
+        from temper.models.load import ModelRef, fold_single_adapter, load_causal_lm, resolve
 
-        ref = resolve(str(model))
+        ref = model if isinstance(model, ModelRef) else resolve(str(model))
         extra = {name: _adapter_dir(Path(p)) for name, p in (adapters or {}).items()}
         base_id = _base_id(ref)
         if not is_decoder(_read_config(ref.path)):

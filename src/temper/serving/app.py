@@ -321,7 +321,7 @@ def _encode_vec(vec: list[float], fmt: str) -> list[float] | str:
 
 
 def serve(
-    model: str | Path,
+    model: str | Path | Any,  # or a resolved ModelRef (models/load.py)
     adapters: Mapping[str, str | Path] | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
