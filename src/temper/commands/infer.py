@@ -83,7 +83,7 @@ def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None]:
     template unless --template says otherwise)."""
     import sys
 
-    from temper.inference.config_file import is_config_file, read_inference_config
+    from temper.models.config_file import is_config_file, read_inference_config
 
     if not is_config_file(args.model):
         return args.model, args.template

@@ -74,7 +74,7 @@ def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
             log.warning("template %s: this model's own chat template is that format, and is used", template)
             source = _own_template(tokenizer)
         else:
-            own = getattr(tokenizer, "chat_template", None)
+            own = _own_template(tokenizer)
             hint = "Pass --template chatml or a path to a Jinja chat template."
             if own and template in PEER_TEMPLATES:
                 hint = (

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from temper.errors import ConfigError, ModelNotFoundError, TemperError
+from temper.models.config_file import config_not_model, is_config_file
 from temper.models.dtype import pick_dtype
 from temper.models.gguf import cache_dir, gguf_to_hf_dir
 from temper.tuning import quiet_peft
@@ -139,8 +140,8 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
             return ModelRef(text, gguf_to_hf_dir(located), "alias")
         return ModelRef(text, located, "alias")
     path = Path(text).expanduser()
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        raise _config_not_model(path)
+    if is_config_file(path):
+        raise config_not_model(path)
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(text, gguf_to_hf_dir(path), "gguf")
     if path.is_dir() and (path / RUN_MANIFEST).exists():
@@ -187,14 +188,7 @@ def resolve_model(model: str, adapter: str | None = None) -> ModelRef:
             else "adapter names a LoRA adapter dir: LLaMA-Factory's saves/..., an ms-swift checkpoint-N, a temper "
             "LoRA run dir.",
         )
-    if ref.adapters:
-        raise ConfigError(
-            f"model {model!r} has an adapter of its own, and adapter {adapter!r} would go over it.",
-            hint=f"Merge the model first (temper export {model} --merge --output-dir DIR) and use DIR as model.",
-        )
-    return ModelRef(
-        model, ref.path, "adapter", {path.name: path}, base_name=ref.base_for_new_run(), adapter_dir=path
-    )
+    return _adapter_over(model, ref, path)
 
 
 def _resolve_run(run_dir: Path) -> ModelRef:
@@ -230,32 +224,19 @@ def _resolve_adapter(text: str, path: Path) -> ModelRef:
             hint=f"Point base_model_name_or_path in {config_file} to where that model is on this machine "
             "(a bundled alias, a local model dir or a cached hub id).",
         ) from exc
-    if ref.adapters:
-        raise TemperError(
-            f"{path} is a LoRA adapter whose base {base!r} is itself an adapter run; temper loads one adapter.",
-            hint=f"Merge the base first (temper export {base} --merge --output-dir DIR) and point the adapter "
-            "config's base_model_name_or_path to DIR.",
+    return _adapter_over(text, ref, path)
+
+
+def _adapter_over(name: str, base: ModelRef, path: Path) -> ModelRef:
+    """The adapter dir `path` over the model `base` (which must have no adapter of its own: one is loaded)."""
+    if base.adapters:
+        raise ConfigError(
+            f"{path} would go over {base.name}, which has an adapter of its own; temper loads one adapter.",
+            hint=f"Merge that one first (temper export {base.name} --merge --output-dir DIR) and use DIR as the "
+            "adapter's base.",
         )
-    base = ref.base_for_new_run()
-    return ModelRef(text, ref.path, "adapter", {path.name: path}, base_name=base, adapter_dir=path)
-
-
-def _config_not_model(path: Path) -> ModelNotFoundError:
-    """A YAML file given where a model goes (LLaMA-Factory's `llamafactory-cli chat|export|api FILE.yaml`
-    habit): say which model it names."""
-    from temper.config.base import load_yaml
-
-    values = load_yaml(path)
-    adapter = values.get("adapter_name_or_path") or values.get("adapter")
-    model = values.get("model_name_or_path") or values.get("model")
-    if adapter:
-        hint = f"Pass the adapter dir it names: {adapter} (temper finds the base in its adapter_config.json)."
-    elif model:
-        hint = f"Pass the model it names: {model}."
-    else:
-        hint = "Pass a bundled alias, a local model dir, a run dir or an adapter dir."
-    return ModelNotFoundError(
-        f"{path} is a config file, not a model; this verb takes the model itself.", hint=hint
+    return ModelRef(
+        name, base.path, "adapter", {path.name: path}, base_name=base.base_for_new_run(), adapter_dir=path
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from temper.errors import ConfigError
+from temper.errors import ConfigError, ModelNotFoundError
 
 # key -> what it sets (temper's own spellings are read too).
 KEYS: dict[str, str] = {
@@ -33,6 +33,22 @@ IGNORED: dict[str, str] = {
 def is_config_file(name: str | Path) -> bool:
     path = Path(name)
     return path.suffix in (".yaml", ".yml") and path.is_file()
+
+
+def config_not_model(path: Path) -> ModelNotFoundError:
+    """For the verbs that take a model and not such a file (export, training): the error naming the model in it."""
+    from temper.config.base import load_yaml
+
+    names = {KEYS[k]: str(v) for k, v in load_yaml(path).items() if k in KEYS}
+    if "adapter" in names:
+        hint = f"Pass the adapter dir it names: {names['adapter']} (temper finds the base in its adapter_config.json)."
+    elif "model" in names:
+        hint = f"Pass the model it names: {names['model']}."
+    else:
+        hint = "Pass a bundled alias, a local model dir, a run dir or an adapter dir."
+    return ModelNotFoundError(
+        f"{path} is a config file, not a model; this verb takes the model itself.", hint=hint
+    )
 
 
 def read_inference_config(path: str | Path) -> tuple[Any, str | None, list[str]]:
