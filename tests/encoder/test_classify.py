@@ -12,6 +12,7 @@ import torch
 
 from temper.config.encoder import ClassifyConfig
 from temper.models.heads import MultiTaskClassifier, load_sequence_classifier
+from temper.models.load import resolve
 from temper.recipes.classify import train_classifier
 from temper.runs import read_manifest, read_metrics
 
@@ -198,3 +199,19 @@ def test_encoder_examples_train_in_random_or_file_order() -> None:
         assert args.train_sampling_strategy == "sequential"
         with pytest.raises(ConfigError, match="expected one of \\['random', 'sequential'\\]"):
             config.from_sources(None, ["--train-sampling-strategy", "group_by_length"])
+
+
+def test_a_lora_classifier_on_a_full_run_applies_to_that_run(
+    tiny_bert_dir: Path, sentiment_jsonl: Path, tmp_path: Path
+) -> None:
+    def run(model: Path, out: Path, *extra: str) -> Path:
+        args = ["--model", str(model), "--train", str(sentiment_jsonl), "--output-dir", str(out),
+                "--max-steps", "2", *FAST, *extra]  # fmt: skip
+        train_classifier(ClassifyConfig.from_sources(None, args))
+        return out
+
+    full = run(tiny_bert_dir, tmp_path / "full")
+    lora = run(full, tmp_path / "lora", "--tuning", "lora")
+    # The adapter was trained over the full run's weights, so that run is its base (not the model before it).
+    assert read_manifest(lora)["base_model"] == str(full.resolve())
+    assert resolve(str(lora)).path == full.resolve()

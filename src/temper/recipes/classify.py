@@ -174,7 +174,7 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
         "problem_type": problem_type,
         "data_fingerprint": fingerprint_files(files),
     }
-    base = ref.base_name if ref.kind == "run" and ref.base_name else ref.base_for_new_run()
+    base = ref.base_for_new_run()  # no adapter here (refused above): a full run dir is the base itself
     write_manifest(run_dir, "classify", base, weights, **extra)
     result = run(train_cfg, run_dir, save=True, cbs=callbacks)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval_")}
