@@ -1,8 +1,13 @@
-"""`temper export SOURCE --merge | --gguf TYPE | --quantize METHOD | --onnx --output-dir DIR`."""
+"""`temper export SOURCE --merge | --gguf TYPE | --quantize METHOD | --onnx --output-dir DIR`.
+
+SOURCE may also be a LLaMA-Factory export YAML (`llamafactory-cli export FILE.yaml`): its model and adapter are
+the source, `export_dir` the output dir, and with no method flag it merges, as LLaMA-Factory does.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,11 +15,28 @@ from typing import Any
 HELP = "merge adapters, quantize, or convert a run/model to GGUF (+ Ollama Modelfile) or ONNX"
 
 
+def _shard_size(text: str) -> str:
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        convert_file_size_to_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 5GB or 500MB") from None
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "source", help="run dir, LoRA adapter dir, HF dir or cached hub id, .gguf file or bundled alias"
+        "source",
+        help="run dir, LoRA adapter dir, HF dir or cached hub id, .gguf file, bundled alias, or a LLaMA-Factory "
+        "export YAML (model_name_or_path, adapter_name_or_path, template, export_dir, export_size)",
     )
-    parser.add_argument("--output-dir", required=True, help="directory to write (must be new or empty)")
+    parser.add_argument(
+        "--output-dir", help="directory to write (must be new or empty; default: the YAML's export_dir)"
+    )
+    parser.add_argument(
+        "--adapter", help="a LoRA adapter dir over SOURCE as its base (LLaMA-Factory's adapter_name_or_path)"
+    )
     parser.add_argument("--merge", action="store_true", help="fold the run's LoRA/DoRA adapter into the base")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument(
@@ -27,35 +49,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--onnx", action="store_true", help="write model.onnx (decoder logits or encoder states)"
     )
     parser.add_argument(
+        "--template",
+        help="chat template saved with the model: built-in name, Jinja file, or a LLaMA-Factory name checked "
+        "against the model's own (default: the run's or the model's own)",
+    )
+    parser.add_argument(
         "--system", help="SYSTEM prompt for the Ollama Modelfile (default: the template's own)"
     )
     parser.add_argument(
-        "--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="--merge: saved dtype"
+        "--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="--merge: saved dtype (default: fp32)"
+    )
+    parser.add_argument(
+        "--max-shard-size",
+        type=_shard_size,
+        help="--merge: largest weights file, e.g. 5GB (LLaMA-Factory's export_size; default: one file up to 50GB)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output-dir")
 
 
+def _source(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, Any] | None]:
+    """(the model to export, its template, the options of a YAML or None) for SOURCE and --adapter."""
+    from temper.models.config_file import is_config_file, read_export_config
+    from temper.models.load import resolve_model
+
+    if not is_config_file(args.source):
+        source = resolve_model(args.source, args.adapter) if args.adapter else args.source
+        return source, args.template, None
+    if args.adapter:
+        from temper.errors import ConfigError
+
+        raise ConfigError(
+            f"--adapter with {args.source}: the file names the model and adapter.",
+            hint="Set adapter_name_or_path in the file, or pass the model itself as SOURCE.",
+        )
+    config = read_export_config(args.source)
+    for note in config.notes:
+        print(note, file=sys.stderr)
+    return config.ref, args.template or config.template, config.options
+
+
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
-    from temper.errors import TemperError
+    from temper.errors import ConfigError, TemperError
     from temper.export import export_gguf, export_onnx, merge_run, quantize_external, quantize_int8
     from temper.export.merge import check_has_adapter
+    from temper.models.config_file import is_config_file
 
-    if not (args.merge or args.gguf or args.quantize or args.onnx):
+    source, template, options = _source(args)
+    method = args.merge or args.gguf or args.quantize or args.onnx
+    if options is not None and not method:
+        if not source.adapters:
+            raise TemperError(
+                f"{args.source} names no adapter (adapter_name_or_path), so there is nothing to merge.",
+                hint="Add adapter_name_or_path, or convert the model with --gguf TYPE, --quantize METHOD or --onnx.",
+            )
+        args.merge = True  # LLaMA-Factory's export of an adapter is a merge
+    elif not method:
         raise TemperError("nothing to do: pass --merge, --gguf TYPE, --quantize METHOD or --onnx.")
     if args.merge and (args.gguf or args.quantize or args.onnx):
-        check_has_adapter(args.source)  # the adapter is merged on the way; --merge says it must exist
-    out = args.output_dir
+        check_has_adapter(source)  # the adapter is merged on the way; --merge says it must exist
+    options = options or {}
+    out = args.output_dir or options.get("output_dir")
+    if not out:
+        where = " or set export_dir in the file" if is_config_file(args.source) else ""
+        raise ConfigError("no output dir.", hint=f"Pass --output-dir DIR{where}.")
+    if not args.merge and (args.dtype or args.max_shard_size):
+        raise ConfigError("--dtype and --max-shard-size shape a merge; pass --merge (or drop them).")
     manifest: dict[str, Any]
     if args.gguf:
-        manifest = export_gguf(args.source, out, args.gguf, system=args.system, overwrite=args.overwrite)
+        manifest = export_gguf(
+            source, out, args.gguf, system=args.system, overwrite=args.overwrite, template=template
+        )
     elif args.quantize == "int8":
-        manifest = quantize_int8(args.source, out, overwrite=args.overwrite)
+        manifest = quantize_int8(source, out, overwrite=args.overwrite, template=template)
     elif args.quantize:
-        manifest = quantize_external(args.source, out, args.quantize, overwrite=args.overwrite)
+        manifest = quantize_external(source, out, args.quantize, overwrite=args.overwrite, template=template)
     elif args.onnx:
-        manifest = export_onnx(args.source, out, overwrite=args.overwrite)
+        manifest = export_onnx(source, out, overwrite=args.overwrite, template=template)
     else:
-        manifest = merge_run(args.source, out, dtype=args.dtype, overwrite=args.overwrite)
+        manifest = merge_run(
+            source,
+            out,
+            dtype=args.dtype or options.get("dtype", "fp32"),
+            overwrite=args.overwrite,
+            max_shard_size=args.max_shard_size or options.get("max_shard_size"),
+            template=template,
+            system=args.system,
+        )
     _print_summary(Path(out), manifest)
     return 0
 
@@ -67,5 +146,5 @@ def _print_summary(out: Path, manifest: dict[str, Any]) -> None:
     for key in ("max_abs_logit_diff", "max_abs_diff", "greedy_identical"):
         if manifest.get(key) is not None:
             print(f"  {key}: {manifest[key]}")
-    if manifest["method"] == "gguf":
+    if manifest["method"] in ("gguf", "merge"):
         print(f"  ollama: ollama create NAME -f {out / 'Modelfile'}")

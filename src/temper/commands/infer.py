@@ -87,10 +87,10 @@ def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None]:
 
     if not is_config_file(args.model):
         return args.model, args.template
-    ref, template, notes = read_inference_config(args.model)
-    for note in notes:
+    config = read_inference_config(args.model)
+    for note in config.notes:
         print(note, file=sys.stderr)
-    return ref, args.template or template
+    return config.ref, args.template or config.template
 
 
 def load_engine(

@@ -98,6 +98,8 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
             parts = item.split(",") if isinstance(item, str) and inner is str else [item]
             out.extend(coerce(cls_name, name, inner, p.strip() if isinstance(p, str) else p) for p in parts)
         return [x for x in out if x != ""]
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]  # ms-swift's YAML writes one-value keys as lists too: `adapters: [DIR]`
     try:
         if isinstance(value, list | dict):  # str() would turn it into its repr, silently
             raise ValueError(value)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from temper.errors import TemperError
+
+if TYPE_CHECKING:
+    from temper.models.load import ModelRef
 
 QTYPES = ("f16", "bf16", "q8_0", "q4_0")
 # HF architectures class -> GGUF architecture; only those whose layout and loader we have round-tripped.
@@ -251,11 +254,12 @@ def _write_tokenizer(writer: Any, tok: Any, vocab_size: int) -> dict[str, Any]:
 
 
 def export_gguf(
-    source: str | Path,
+    source: str | Path | ModelRef,
     output_dir: str | Path,
     qtype: str = "q8_0",
     system: str | None = None,
     overwrite: bool = False,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """`temper export SOURCE --gguf QTYPE`: merge adapters, write model-QTYPE.gguf + Modelfile + manifest.
 
@@ -270,10 +274,10 @@ def export_gguf(
 
     if qtype not in QTYPES:
         raise TemperError(f"--gguf {qtype!r} is not a known type; expected one of {', '.join(QTYPES)}.")
-    src = load_source(source)
+    src = load_source(source, template=template)
     check_supported(src.model)  # before creating the output dir: a bad input leaves nothing behind
     out = prepare_output_dir(output_dir, overwrite)
     name = f"model-{qtype}.gguf"
-    info = write_gguf(src.model, src.tokenizer, out / name, qtype, name=Path(str(source)).name)
+    info = write_gguf(src.model, src.tokenizer, out / name, qtype, name=Path(src.info["source"]).name)
     write_modelfile(out, name, src.tokenizer, system)
     return write_export_manifest(out, "gguf", src.info, [name, "Modelfile"], gguf=info)

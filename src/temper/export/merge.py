@@ -54,18 +54,29 @@ def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids).logits.float()
 
 
-def load_source(source: str | Path, dtype: str = "fp32", require_adapter: bool = False) -> Source:
+def as_ref(source: str | Path | ModelRef) -> ModelRef:
+    return source if isinstance(source, ModelRef) else resolve(source)
+
+
+def load_source(
+    source: str | Path | ModelRef,
+    dtype: str = "fp32",
+    require_adapter: bool = False,
+    template: str | None = None,
+) -> Source:
     """Resolve a run dir / model name and return it with all adapters merged (logit diff measured).
 
     `require_adapter` is set by `--merge`: merging a model that has no adapter is a mistake worth reporting.
+    `template` replaces the tokenizer's chat template (a built-in name, a Jinja file, or a LLaMA-Factory name
+    checked against the model's own), as `--template` does in training.
 
     Example:
         >>> src = load_source("runs/identity")  # doctest: +SKIP
         >>> src.info["adapters"], src.info["max_abs_logit_diff"]  # doctest: +SKIP
     """
-    ref = resolve(source)
+    ref = as_ref(source)
     if require_adapter:
-        check_has_adapter(source, ref)
+        check_has_adapter(ref.name, ref)
     for path in ref.adapters.values():
         missing = [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (path / f).exists()]
         if missing:
@@ -73,15 +84,17 @@ def load_source(source: str | Path, dtype: str = "fp32", require_adapter: bool =
                 f"run dir {path} says its weights are an adapter, but {', '.join(missing)} is missing.",
                 hint="The run did not finish saving; re-run training or point at a checkpoint that has them.",
             )
-    _check_causal_lm(ref.path, source)
+    _check_causal_lm(ref.path, ref.name)
     base_ref = dataclasses.replace(ref, adapters={})
     model, _ = load_causal_lm(base_ref, dtype=dtype)
     tok = load_tokenizer(ref)  # the run's copy: it carries any chat-template override used in training
+    if template:
+        _set_template(tok, template, model, ref.name)
     diffs: list[float] = []
     if ref.adapters:
         model, diffs = _merge_adapters(model, ref.adapters, probe_ids(tok))
     info = {
-        "source": str(source),
+        "source": ref.name,
         "source_kind": ref.kind,
         "base_model": ref.base_name or str(ref.path),
         "adapters": {name: str(p) for name, p in ref.adapters.items()},
@@ -90,9 +103,22 @@ def load_source(source: str | Path, dtype: str = "fp32", require_adapter: bool =
     return Source(model.eval(), tok, info)
 
 
-def check_has_adapter(source: str | Path, ref: ModelRef | None = None) -> None:
+def _set_template(tok: Any, template: str, model: Any, name: str) -> None:
+    from temper.data.templates import prepare_tokenizer
+
+    rows = model.get_input_embeddings().num_embeddings
+    prepare_tokenizer(tok, template)
+    if len(tok) > rows:  # a built-in template's turn tokens this model never learned
+        raise TemperError(
+            f"template {template!r} adds tokens that {name} has no embeddings for (vocabulary {len(tok)} > {rows}).",
+            hint=f"Train with it (temper sft --template {template}) and export that run; its tokenizer keeps it.",
+        )
+
+
+def check_has_adapter(source: str | Path | ModelRef, ref: ModelRef | None = None) -> None:
     """TemperError unless `source` is a run dir with an adapter (what `--merge` needs)."""
-    ref = ref or resolve(source)
+    ref = ref or as_ref(source)
+    source = ref.name
     if not ref.adapters:
         what = "a full-weights run" if ref.kind == "run" else f"a model ({ref.kind})"
         raise TemperError(
@@ -129,26 +155,36 @@ def _merge_adapters(model: Any, adapters: dict[str, Path], ids: torch.Tensor) ->
     return model, diffs
 
 
-def save_hf_dir(model: Any, tok: Any, out_dir: Path) -> list[str]:
-    """save_pretrained (safetensors) + tokenizer with its chat template; returns the files written."""
+def save_hf_dir(model: Any, tok: Any, out_dir: Path, max_shard_size: str | None = None) -> list[str]:
+    """save_pretrained (safetensors; shards of at most `max_shard_size`, e.g. "5GB") + tokenizer with its chat
+    template; returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(
+        out_dir, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {})
+    )
     tok.save_pretrained(out_dir)
     return sorted(p.name for p in out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def merge_run(
-    run: str | Path,
+    run: str | Path | ModelRef,
     output_dir: str | Path,
     dtype: str = "fp32",
     tolerance: float = 1e-3,
     overwrite: bool = False,
+    max_shard_size: str | None = None,
+    template: str | None = None,
+    system: str | None = None,
 ) -> dict[str, Any]:
-    """`temper export RUN --merge`: write a standalone HF dir; returns the export manifest.
+    """`temper export RUN --merge`: write a standalone HF dir and an Ollama Modelfile (`FROM .`, as
+    LLaMA-Factory's export writes); returns the export manifest.
 
     Raises TemperError when the merged logits differ from the adapter model's by more than `tolerance`.
     """
-    src = load_source(run, dtype="fp32", require_adapter=True)  # merge in fp32; cast only what is saved
+    from temper.export.ollama import write_modelfile
+
+    # merge in fp32; cast only what is saved
+    src = load_source(run, dtype="fp32", require_adapter=True, template=template)
     diff = src.info["max_abs_logit_diff"]
     if diff is not None and diff > tolerance:
         raise TemperError(
@@ -156,5 +192,6 @@ def merge_run(
             hint="Check that the adapter was trained on this base model (temper_run.json base_model).",
         )
     out = prepare_output_dir(output_dir, overwrite)
-    files = save_hf_dir(src.model.to(pick_dtype(dtype)), src.tokenizer, out)
-    return write_export_manifest(out, "merge", src.info, files, dtype=dtype)
+    files = save_hf_dir(src.model.to(pick_dtype(dtype)), src.tokenizer, out, max_shard_size)
+    write_modelfile(out, ".", src.tokenizer, system)
+    return write_export_manifest(out, "merge", src.info, sorted([*files, "Modelfile"]), dtype=dtype)

@@ -1,12 +1,12 @@
-"""An Ollama `Modelfile` for an exported GGUF: FROM, TEMPLATE (Go template syntax), stop tokens, SYSTEM.
+"""An Ollama `Modelfile` for an exported GGUF or merged safetensors folder: FROM, TEMPLATE (Go template syntax), stop tokens, SYSTEM.
 
 Ollama renders prompts with Go templates, not Jinja, so the model's Jinja chat template is translated. We only
 translate what we can prove equal: the template is rendered for a probe conversation and compared with the
 ChatML rendering; when they agree the ChatML Go template below is written. Otherwise the Modelfile has no
-TEMPLATE line and Ollama falls back to the chat template stored inside the GGUF (it recognises common ones).
+TEMPLATE line and Ollama falls back to the chat template stored with the model (it recognises common ones).
 
 Example:
-    >>> print(modelfile_text("model-q8_0.gguf", tok))  # doctest: +SKIP
+    >>> print(modelfile_text("./model-q8_0.gguf", tok))  # doctest: +SKIP
     FROM ./model-q8_0.gguf
     TEMPLATE \"\"\"...
 """
@@ -69,13 +69,16 @@ def _quote(text: str) -> str:
     return '"""' + text.replace('"""', '\\"\\"\\"') + '"""'
 
 
-def modelfile_text(gguf_name: str, tok: Any, system: str | None = None) -> str:
-    """The Modelfile content for `gguf_name` (a path relative to the Modelfile's folder)."""
-    lines = [f"FROM ./{gguf_name}"]
+def modelfile_text(model: str, tok: Any, system: str | None = None) -> str:
+    """The Modelfile content for `model`, relative to the Modelfile's folder: a GGUF file (`./model-q8_0.gguf`)
+    or `.`, the safetensors folder the Modelfile is in (Ollama imports llama, mistral, gemma and phi3 ones)."""
+    lines = [f"FROM {model}"]
     if is_chatml(tok):
         lines.append(f"TEMPLATE {_quote(CHATML_GO_TEMPLATE)}")
     else:
-        lines.append("# No TEMPLATE: this chat template is not ChatML; Ollama uses the one inside the GGUF.")
+        lines.append(
+            "# No TEMPLATE: this chat template is not ChatML; Ollama uses the one stored with the model."
+        )
     lines += [f'PARAMETER stop "{s}"' for s in stop_tokens(tok)]
     system = system if system is not None else default_system_prompt(tok)
     if system:
@@ -83,8 +86,10 @@ def modelfile_text(gguf_name: str, tok: Any, system: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(out_dir: Path, gguf_name: str, tok: Any, system: str | None = None) -> Path:
-    """Write out_dir/Modelfile; `ollama create NAME -f out_dir/Modelfile` then imports the model."""
+def write_modelfile(out_dir: Path, model_file: str, tok: Any, system: str | None = None) -> Path:
+    """Write out_dir/Modelfile for out_dir/model_file ("." for the folder itself); `ollama create NAME -f
+    out_dir/Modelfile` then imports the model."""
     path = out_dir / "Modelfile"
-    path.write_text(modelfile_text(gguf_name, tok, system), encoding="utf-8")
+    target = "." if model_file == "." else f"./{model_file}"
+    path.write_text(modelfile_text(target, tok, system), encoding="utf-8")
     return path

@@ -21,12 +21,15 @@ import importlib.util
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from temper.errors import TemperError
+
+if TYPE_CHECKING:
+    from temper.models.load import ModelRef
 
 ONNX_FILE = "model.onnx"
 PROBE_PROMPTS = ["Hello world, how are you?", "The capital of France is", "Who are you?"]
@@ -146,23 +149,24 @@ def _export(
 
 
 def export_onnx(
-    source: str | Path,
+    source: str | Path | ModelRef,
     output_dir: str | Path,
     overwrite: bool = False,
     opset: int = 17,
     tolerance: float = 1e-3,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """`temper export SOURCE --onnx`: model.onnx + tokenizer + manifest with the measured parity."""
     from temper.export.manifest import prepare_output_dir, write_export_manifest
-    from temper.export.merge import load_source
+    from temper.export.merge import as_ref, load_source
     from temper.export.parity import compare_token_lists, greedy_tokens
-    from temper.models.load import load_tokenizer, resolve
+    from temper.models.load import load_tokenizer
 
     _require_onnx()
-    ref = resolve(source)
+    ref = as_ref(source)
     decoder = _is_causal_lm(ref.path)
     if decoder:
-        src = load_source(source, dtype="fp32")
+        src = load_source(ref, dtype="fp32", template=template)
         model, tok, info = src.model, src.tokenizer, src.info
         module: torch.nn.Module = _Logits(model).eval()
         batch, out_name = probe_batch(tok), "logits"
@@ -174,7 +178,7 @@ def export_onnx(
                 hint="Train the encoder with full weights, or merge the adapter with peft first.",
             )
         tok = load_tokenizer(ref)
-        info = {"source": str(source), "source_kind": ref.kind, "base_model": ref.base_name or str(ref.path)}
+        info = {"source": ref.name, "source_kind": ref.kind, "base_model": ref.base_name or str(ref.path)}
         module = _Encoder(model, out_name).eval()
         batch = probe_batch(tok, "token_type_ids" in inspect.signature(model.forward).parameters)
     out = prepare_output_dir(output_dir, overwrite)

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from temper.errors import TemperError
+
+if TYPE_CHECKING:
+    from temper.models.load import ModelRef
 
 INT8_WEIGHTS = "model-int8.safetensors"
 RUNTIMES = ("int8", "dequantize")
@@ -61,14 +64,19 @@ def int8_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def quantize_int8(source: str | Path, output_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
+def quantize_int8(
+    source: str | Path | ModelRef,
+    output_dir: str | Path,
+    overwrite: bool = False,
+    template: str | None = None,
+) -> dict[str, Any]:
     """`temper export SOURCE --quantize int8`: write config, tokenizer, int8 safetensors and the manifest."""
     from safetensors.torch import save_file
 
     from temper.export.manifest import prepare_output_dir, write_export_manifest
     from temper.export.merge import load_source
 
-    src = load_source(source, dtype="fp32")
+    src = load_source(source, dtype="fp32", template=template)
     out = prepare_output_dir(output_dir, overwrite)
     tensors = int8_state_dict(src.model)
     save_file(tensors, str(out / INT8_WEIGHTS), metadata={"format": "pt", "temper": "int8-per-channel"})
@@ -251,7 +259,11 @@ def check_quantization_backend(kind: str) -> None:
 
 
 def quantize_external(
-    source: str | Path, output_dir: str | Path, method: str, overwrite: bool = False
+    source: str | Path | ModelRef,
+    output_dir: str | Path,
+    method: str,
+    overwrite: bool = False,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """bitsandbytes / HQQ through transformers' quantization configs: merge, reload quantized, save_pretrained.
 
@@ -270,7 +282,7 @@ def quantize_external(
         "bnb-8bit": lambda: BitsAndBytesConfig(load_in_8bit=True),
         "hqq-4bit": lambda: HqqConfig(nbits=4, group_size=64),
     }
-    src = load_source(source, dtype="fp32")
+    src = load_source(source, dtype="fp32", template=template)
     out = prepare_output_dir(output_dir, overwrite)
     with tempfile.TemporaryDirectory() as tmp:
         save_hf_dir(src.model, src.tokenizer, Path(tmp))

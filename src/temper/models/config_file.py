@@ -5,14 +5,21 @@ chat`, `infer` and `serve`: its base, its adapter and its template, nothing pret
     adapter_name_or_path: saves/smollm2/lora/sft
     template: smollm2
     infer_backend: huggingface
+
+`temper export FILE.yaml` reads LLaMA-Factory's export YAML (`llamafactory-cli export FILE.yaml`) the same way,
+plus its export keys (EXPORT_KEYS): the merged model goes to `export_dir`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temper.errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from temper.models.load import ModelRef
 
 # key -> what it sets (temper's own spellings are read too).
 KEYS: dict[str, str] = {
@@ -27,6 +34,42 @@ IGNORED: dict[str, str] = {
     "infer_backend": "temper decodes with its own engine",
     "trust_remote_code": "temper never runs code shipped in a model folder",
     "infer_dtype": "pass --dtype",
+    "finetuning_type": "the adapter's own adapter_config.json says what it is",
+}
+# LLaMA-Factory's export keys -> temper export's option.
+EXPORT_KEYS: dict[str, str] = {
+    "export_dir": "output_dir",
+    "export_size": "max_shard_size",  # GB per weights file
+    "infer_dtype": "dtype",
+    "export_legacy_format": "legacy_format",
+}
+EXPORT_IGNORED: dict[str, str] = {
+    "export_device": "temper merges on the CPU, in fp32",
+}
+# Export keys temper cannot do -> what to do instead (an error, not a silent merge without them).
+EXPORT_REFUSED: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "export_quantization_bit",
+            "export_quantization_dataset",
+            "export_quantization_nsamples",
+            "export_quantization_maxlen",
+        ),
+        "temper does not write GPTQ. Merge first, then quantize: temper export MERGED --quantize "
+        "int8|bnb-4bit|bnb-8bit|hqq-4bit, or --gguf q8_0|q4_0 for llama.cpp and Ollama.",
+    ),
+    **dict.fromkeys(
+        ("export_hub_model_id", "hf_hub_token"),
+        "temper never uploads (it runs offline). Upload export_dir yourself: hf upload REPO_ID EXPORT_DIR.",
+    ),
+}
+DTYPES = {
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "fp32": "fp32",
+    "bf16": "bf16",
+    "fp16": "fp16",
 }
 
 
@@ -51,28 +94,94 @@ def config_not_model(path: Path) -> ModelNotFoundError:
     )
 
 
-def read_inference_config(path: str | Path) -> tuple[Any, str | None, list[str]]:
-    """(ModelRef of the base + adapter, template or None, notes to print) from an inference YAML."""
+@dataclass
+class ModelConfigFile:
+    """What a LLaMA-Factory inference or export YAML names: the model (base + adapter), its template, the
+    export options by temper's names (export files only) and the notes to print (keys that change nothing)."""
+
+    ref: ModelRef
+    template: str | None
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def read_inference_config(path: str | Path) -> ModelConfigFile:
+    """The model an inference YAML (`llamafactory-cli chat|api FILE.yaml`) names."""
+    return _read(path, {}, IGNORED, {})
+
+
+def read_export_config(path: str | Path) -> ModelConfigFile:
+    """The model and export options of an export YAML (`llamafactory-cli export FILE.yaml`)."""
+    ignored = {k: v for k, v in IGNORED.items() if k not in EXPORT_KEYS}
+    config = _read(path, EXPORT_KEYS, {**ignored, **EXPORT_IGNORED}, EXPORT_REFUSED)
+    options = config.options
+    if "max_shard_size" in options:
+        options["max_shard_size"] = _shard_size(path, options["max_shard_size"])
+    if "dtype" in options:
+        dtype = str(options.pop("dtype"))
+        if dtype == "auto":
+            config.notes.append(
+                "ignored: infer_dtype auto (the merge is saved in fp32; pass --dtype bf16 for half)"
+            )
+        elif dtype in DTYPES:
+            options["dtype"] = DTYPES[dtype]
+        else:
+            raise ConfigError(
+                f"{path}: infer_dtype {dtype!r} is not a dtype.",
+                hint=f"Use one of: auto, {', '.join(DTYPES)}.",
+            )
+    if options.pop("legacy_format", False) not in (False, "false", "False"):
+        raise ConfigError(
+            f"{path}: export_legacy_format true asks for pickle .bin weights.",
+            hint="temper writes safetensors only (a pickle file can run code when loaded); set it to false.",
+        )
+    return config
+
+
+def _shard_size(path: str | Path, value: Any) -> str:
+    """export_size is whole GB per weights file (LLaMA-Factory's default 5); --max-shard-size takes '5GB'."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(
+            f"{path}: export_size {value!r} is not a size in GB.", hint="export_size: 5 (GB per file)."
+        )
+    return f"{value}GB"
+
+
+def _read(
+    path: str | Path, option_keys: dict[str, str], ignored: dict[str, str], refused: dict[str, str]
+) -> ModelConfigFile:
     from temper.config.base import load_yaml
     from temper.models.load import resolve_model
 
     values = load_yaml(path)
     settings: dict[str, str] = {}
+    options: dict[str, Any] = {}
     notes: list[str] = []
     for key, value in values.items():
-        if key in IGNORED:
-            notes.append(f"ignored: {key} ({IGNORED[key]})")
-        elif key in KEYS:
-            settings[KEYS[key]] = str(value)
+        if key in refused:
+            raise ConfigError(f"{path}: {key} is not something temper does.", hint=refused[key], key=str(key))
+        if key in option_keys:
+            options[option_keys[key]] = value
+        elif key in ignored:
+            notes.append(f"ignored: {key} ({ignored[key]})")
+        elif key in KEYS:  # a list (ms-swift's `adapters: [DIR]`) is LLaMA-Factory's comma-separated one
+            settings[KEYS[key]] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         else:
             raise ConfigError(
                 f"{path}: unknown key {key!r} for a model config.",
-                hint=f"This file names the model only: {', '.join(KEYS)} (and {', '.join(IGNORED)}, ignored); "
-                "sampling options are flags (--temperature, --max-tokens, ...).",
+                hint=f"This file names the model only: {', '.join(KEYS)}"
+                + (f"; export options: {', '.join(option_keys)}" if option_keys else "")
+                + f" (and {', '.join(ignored)}, ignored); "
+                + (
+                    "the export method is a flag (--gguf, --quantize, --onnx; a merge by default)."
+                    if option_keys
+                    else "sampling options are flags (--temperature, --max-tokens, ...)."
+                ),
                 key=str(key),
             )
     if "model" not in settings:
         raise ConfigError(
             f"{path}: no model_name_or_path.", hint="Name the base model: model_name_or_path: MODEL."
         )
-    return resolve_model(settings["model"], settings.get("adapter")), settings.get("template"), notes
+    ref = resolve_model(settings["model"], settings.get("adapter"))
+    return ModelConfigFile(ref, settings.get("template"), notes, options)
