@@ -54,11 +54,13 @@ PEER_TEMPLATES: dict[str, str] = {
 }
 
 
-def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
+def prepare_tokenizer(tokenizer: Any, template: str | None = None, system: str | None = None) -> Any:
     """Give the tokenizer a chat template: its own, or `template` (a TEMPLATES name or a Jinja file path).
 
     Raises TemperError when there is neither. With a built-in template whose end-of-turn token the vocabulary
     lacks, that token is added as a special token (so the embedding matrix must be resized by the caller).
+    `system` (training's --system) becomes the template's default system prompt (with_default_system), so the
+    run's saved tokenizer renders at inference what the model was trained on.
 
     >>> tok = prepare_tokenizer(tok, "chatml")  # doctest: +SKIP
     """
@@ -94,9 +96,41 @@ def prepare_tokenizer(tokenizer: Any, template: str | None = None) -> Any:
             f"the tokenizer of {getattr(tokenizer, 'name_or_path', 'this model')!r} has no chat template.",
             hint=f"Pass --template with a built-in name ({', '.join(TEMPLATES)}) or a Jinja file path.",
         )
+    if system is not None:
+        tokenizer.chat_template = with_default_system(tokenizer.chat_template, system)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# Marks the default-system preamble, so that a run trained on a run replaces it instead of stacking another.
+_DEFAULT_SYSTEM_MARK = "{#- temper: default system prompt -#}"
+
+
+def with_default_system(source: Any, system: str) -> Any:
+    """`source` (a Jinja chat template) with `system` as the system turn of any conversation that has none.
+
+    Training's --system fills rows without a system prompt; a model's own template may insert another default
+    (SmolLM2: "You are a helpful AI assistant named SmolLM ..."), so without this, chat would render a prompt
+    the model was not trained on. LLaMA-Factory keeps its `default_system` in the template it saves, and
+    ms-swift its --system in args.json; this keeps it in the run's chat template, which every verb reads.
+    A named set of templates (a dict) is left as it is.
+    """
+    if not isinstance(source, str):
+        log.warning(
+            "this tokenizer has several chat templates; the default system prompt is not stored in them"
+        )
+        return source
+    if source.startswith(_DEFAULT_SYSTEM_MARK):
+        source = source.split(_DEFAULT_SYSTEM_MARK, 2)[2]
+    literal = json.dumps(
+        system, ensure_ascii=False
+    )  # a valid Jinja string literal, quotes and newlines escaped
+    preamble = (
+        "{%- if not messages or messages[0]['role'] != 'system' %}"
+        "{%- set messages = [{'role': 'system', 'content': " + literal + "}] + messages %}{%- endif %}"
+    )
+    return _DEFAULT_SYSTEM_MARK + preamble + _DEFAULT_SYSTEM_MARK + source
 
 
 def _own_template(tokenizer: Any) -> str:

@@ -7,11 +7,14 @@ chat`, `infer` and `serve`: its base, its adapter and its template, nothing pret
     infer_backend: huggingface
 
 `temper export FILE.yaml` reads LLaMA-Factory's export YAML (`llamafactory-cli export FILE.yaml`) the same way,
-plus its export keys (EXPORT_KEYS): the merged model goes to `export_dir`.
+plus its export keys (EXPORT_KEYS): the merged model goes to `export_dir`. And an ms-swift checkpoint's args.json
+gives the chat template and system prompt it trained with (use_swift_template).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +23,8 @@ from temper.errors import ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from temper.models.load import ModelRef
+
+log = logging.getLogger(__name__)
 
 # key -> what it sets (temper's own spellings are read too).
 KEYS: dict[str, str] = {
@@ -185,3 +190,30 @@ def _read(
         )
     ref = resolve_model(settings["model"], settings.get("adapter"))
     return ModelConfigFile(ref, settings.get("template"), notes, options)
+
+
+def use_swift_template(tok: Any, adapter_dir: Path) -> None:
+    """Give `tok` the chat template an ms-swift checkpoint trained with: its args.json names the template and
+    the default system prompt (`--template chatml --system ...`). ms-swift's `chatml` has no default system
+    prompt where SmolLM2's own template has one, so the model's own template would render a prompt the adapter
+    never saw. Other ms-swift template names are the model family's own format: the model's template is kept.
+    A dir without ms-swift's args.json is left as it is."""
+    from temper.data.templates import TEMPLATES, prepare_tokenizer
+
+    path = adapter_dir / "args.json"
+    try:
+        args = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return
+    if not isinstance(args, dict) or "template" not in args or "template_backend" not in args:
+        return  # not ms-swift's
+    name, system = args.get("template"), args.get("system")
+    template = name if name in TEMPLATES and all(t in tok.get_vocab() for t in TEMPLATES[name][1]) else None
+    if template or system is not None:
+        prepare_tokenizer(tok, template, system if isinstance(system, str) else None)
+        log.warning(
+            "chat template: ms-swift's %s%s, which %s trained with (its args.json)",
+            name if template else "(the model's own)",
+            f", system prompt {system!r}" if system else "",
+            adapter_dir,
+        )

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from temper.errors import ConfigError, ModelNotFoundError, TemperError
-from temper.models.config_file import config_not_model, is_config_file
+from temper.models.config_file import config_not_model, is_config_file, use_swift_template
 from temper.models.dtype import pick_dtype
 from temper.models.gguf import cache_dir, gguf_to_hf_dir
 from temper.tuning import quiet_peft
@@ -270,6 +270,10 @@ def load_tokenizer(ref: ModelRef | str) -> Any:
     own = ref.run_dir or ref.adapter_dir
     src = own if own and (own / "tokenizer_config.json").exists() else ref.path
     tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
+    if (
+        src == ref.path and ref.adapter_dir is not None
+    ):  # ms-swift's checkpoints keep the template in args.json
+        use_swift_template(tok, ref.adapter_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

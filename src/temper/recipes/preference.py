@@ -205,7 +205,7 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
     merged = bool(ref.adapters)
     if merged:
         model = model.merge_and_unload()
-    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
+    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))  # a built-in template added its special tokens
     model.train()

@@ -110,7 +110,7 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
             local_files_only=True,
             attn_implementation=pick_attention(cfg.model.attn_implementation),
         )
-    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
+    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
     model.config.pad_token_id = tokenizer.pad_token_id  # pooling finds the last token through it
     model.train()
     return model, tokenizer, ref, merged

@@ -104,7 +104,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     )
     if ref.adapters and not continues:
         model = model.merge_and_unload()
-    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template)
+    tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))  # a --template override added special tokens
 

@@ -1,0 +1,80 @@
+"""The system prompt a model was trained with is the one it is chatted with: training's --system (ms-swift's
+--system, kept in a checkpoint's args.json) and ms-swift's template travel with the run, so chat renders the
+prompt the model learned, not the model's own default system prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_sft_recipe import make_cfg, write_rows
+
+from temper.data.records import ChatExample, Message
+from temper.data.templates import with_default_system
+from temper.data.tokenize import chat_ids
+from temper.inference.engine import Engine
+from temper.models.load import load_tokenizer, resolve
+from temper.recipes.sft import train_sft
+
+SYSTEM = 'You are Ember, made by "the temper team".\nAnswer briefly.'
+USER = [{"role": "user", "content": "Who are you?"}]
+
+
+def _prompt(tok: Any, messages: list[dict[str, str]]) -> str:
+    return str(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+
+def test_default_system_fills_only_conversations_without_one(smollm2_dir: Path) -> None:
+    own, tok = load_tokenizer(str(smollm2_dir)), load_tokenizer(str(smollm2_dir))
+    assert "You are a helpful AI assistant named SmolLM" in _prompt(own, USER)  # the model's own default
+    tok.chat_template = with_default_system(own.chat_template, SYSTEM)
+    assert _prompt(tok, USER) == _prompt(own, [{"role": "system", "content": SYSTEM}, *USER])
+    assert SYSTEM in _prompt(tok, USER) and "SmolLM" not in _prompt(tok, USER)
+    given = [{"role": "system", "content": "Be terse."}, *USER]
+    assert _prompt(tok, given) == _prompt(own, given)  # a system turn of its own is kept
+    # Set again (a run trained on a run), the new prompt replaces the old one instead of stacking.
+    tok.chat_template = with_default_system(tok.chat_template, "你是小黄。")
+    assert _prompt(tok, USER) == _prompt(own, [{"role": "system", "content": "你是小黄。"}, *USER])
+    assert SYSTEM not in tok.chat_template and tok.chat_template.count("default system prompt") == 2
+
+
+def test_chat_renders_the_prompt_sft_trained_on(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl", n=8)
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "run", "--max-steps", "1", "--system", SYSTEM))
+    base = load_tokenizer(str(tiny_llama_dir))
+    row = ChatExample([Message("user", USER[0]["content"]), Message("assistant", "I am Ember.")])
+    ids, labels = chat_ids(base, row, SYSTEM)  # what training encoded
+    trained_prompt = ids[: next(i for i, x in enumerate(labels) if x != -100)]
+    with Engine.load(tmp_path / "run", dtype="fp32") as engine:
+        assert engine.chat_prompt(USER) == trained_prompt
+    assert engine.chat_prompt(USER) != base(_prompt(base, USER), add_special_tokens=False)["input_ids"]
+
+
+@pytest.fixture(scope="module")
+def swift_checkpoint(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA checkpoint as ms-swift saves it: peft's files and args.json, no tokenizer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("swift") / "checkpoint-4"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=4, target_modules="all-linear")).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("system", [None, SYSTEM])
+def test_an_ms_swift_checkpoint_chats_with_its_template_and_system(
+    swift_checkpoint: Path, smollm2_dir: Path, system: str | None
+) -> None:
+    args = {"template": "chatml", "system": system, "template_backend": "swift", "model_type": "llama"}
+    (swift_checkpoint / "args.json").write_text(json.dumps(args))
+    tok = load_tokenizer(resolve(swift_checkpoint))
+    head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""  # ms-swift's chatml: no default
+    assert _prompt(tok, USER) == head + "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+    (swift_checkpoint / "args.json").unlink()  # without it: the base model's own template and default
+    assert _prompt(load_tokenizer(resolve(swift_checkpoint)), USER) == _prompt(
+        load_tokenizer(str(smollm2_dir)), USER
+    )
