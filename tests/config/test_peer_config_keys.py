@@ -133,6 +133,8 @@ def test_do_train_false_is_refused_and_unknown_keys_still_fail() -> None:
     # Starting from a trained adapter: LLaMA-Factory's and ms-swift's keys are temper's `adapter`.
     for key in ("adapter_name_or_path", "adapters"):
         assert SFTConfig.from_dict({key: "saves/lora/sft"}).model.adapter == "saves/lora/sft"
+    # LLaMA-Factory's default_system fills rows without a system prompt, as temper's (and ms-swift's) system.
+    assert SFTConfig.from_dict({"default_system": "You are Ember."}).data.system == "You are Ember."
     # ms-swift's YAML form is a list (`adapters: [output/checkpoint-4]`); one item is that value.
     assert SFTConfig.from_dict({"adapters": ["output/checkpoint-4"]}).model.adapter == "output/checkpoint-4"
     with pytest.raises(ConfigError, match=r"adapter: got \['a', 'b'\], expected a value of type str"):
