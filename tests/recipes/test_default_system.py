@@ -78,3 +78,30 @@ def test_an_ms_swift_checkpoint_chats_with_its_template_and_system(
     assert _prompt(load_tokenizer(resolve(swift_checkpoint)), USER) == _prompt(
         load_tokenizer(str(smollm2_dir)), USER
     )
+
+
+def test_llamafactory_default_system_in_chat_and_export_yamls(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from temper.cli import main
+    from temper.models.config_file import read_inference_config
+
+    base = load_tokenizer(str(tiny_llama_dir))
+    want = base(_prompt(base, [{"role": "system", "content": SYSTEM}, *USER]), add_special_tokens=False)
+    chat_yaml = tmp_path / "chat.yaml"
+    chat_yaml.write_text(json.dumps({"model_name_or_path": str(tiny_llama_dir), "default_system": SYSTEM}))
+    config = read_inference_config(chat_yaml)
+    with Engine.load(config.ref, dtype="fp32", template=config.template, system=config.system) as engine:
+        assert engine.chat_prompt(USER) == want["input_ids"]
+    assert main(["chat", str(chat_yaml), "--query", "Who are you?", "--max-tokens", "2"]) == 0
+
+    # LLaMA-Factory's export keeps default_system in the template it saves; so does temper's, and the Modelfile.
+    out = tmp_path / "gguf"
+    export_yaml = tmp_path / "export.yaml"
+    export_yaml.write_text(json.dumps({"model_name_or_path": str(tiny_llama_dir), "default_system": SYSTEM}))
+    assert main(["export", str(export_yaml), "--gguf", "f16", "--output-dir", str(out)]) == 0, (
+        capsys.readouterr()
+    )
+    assert f'SYSTEM """{SYSTEM}"""' in (out / "Modelfile").read_text()
+    exported = load_tokenizer(resolve(out))
+    assert _prompt(exported, USER) == _prompt(base, [{"role": "system", "content": SYSTEM}, *USER])

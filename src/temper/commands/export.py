@@ -54,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "against the model's own (default: the run's or the model's own)",
     )
     parser.add_argument(
-        "--system", help="SYSTEM prompt for the Ollama Modelfile (default: the template's own)"
+        "--system",
+        "--default-system",
+        help="default system prompt saved with the model: in its chat template (for conversations without one) "
+        "and the Ollama Modelfile's SYSTEM (default: the run's or the template's own)",
     )
     parser.add_argument(
         "--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="--merge: saved dtype (default: fp32)"
@@ -67,14 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output-dir")
 
 
-def _source(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, Any] | None]:
-    """(the model to export, its template, the options of a YAML or None) for SOURCE and --adapter."""
+def _source(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict[str, Any] | None]:
+    """(the model to export, its template, its default system prompt, the options of a YAML or None) for
+    SOURCE and --adapter."""
     from temper.models.config_file import is_config_file, read_export_config
     from temper.models.load import resolve_model
 
     if not is_config_file(args.source):
         source = resolve_model(args.source, args.adapter) if args.adapter else args.source
-        return source, args.template, None
+        return source, args.template, args.system, None
     if args.adapter:
         from temper.errors import ConfigError
 
@@ -85,7 +89,8 @@ def _source(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, Any] |
     config = read_export_config(args.source)
     for note in config.notes:
         print(note, file=sys.stderr)
-    return config.ref, args.template or config.template, config.options
+    system = args.system if args.system is not None else config.system
+    return config.ref, args.template or config.template, system, config.options
 
 
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.export.merge import check_has_adapter
     from temper.models.config_file import is_config_file
 
-    source, template, options = _source(args)
+    source, template, system, options = _source(args)
     method = args.merge or args.gguf or args.quantize or args.onnx
     if options is not None and not method:
         if not source.adapters:
@@ -117,14 +122,16 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     manifest: dict[str, Any]
     if args.gguf:
         manifest = export_gguf(
-            source, out, args.gguf, system=args.system, overwrite=args.overwrite, template=template
+            source, out, args.gguf, system=system, overwrite=args.overwrite, template=template
         )
     elif args.quantize == "int8":
-        manifest = quantize_int8(source, out, overwrite=args.overwrite, template=template)
+        manifest = quantize_int8(source, out, overwrite=args.overwrite, template=template, system=system)
     elif args.quantize:
-        manifest = quantize_external(source, out, args.quantize, overwrite=args.overwrite, template=template)
+        manifest = quantize_external(
+            source, out, args.quantize, overwrite=args.overwrite, template=template, system=system
+        )
     elif args.onnx:
-        manifest = export_onnx(source, out, overwrite=args.overwrite, template=template)
+        manifest = export_onnx(source, out, overwrite=args.overwrite, template=template, system=system)
     else:
         manifest = merge_run(
             source,
@@ -133,7 +140,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
             overwrite=args.overwrite,
             max_shard_size=args.max_shard_size or options.get("max_shard_size"),
             template=template,
-            system=args.system,
+            system=system,
         )
     _print_summary(Path(out), manifest)
     return 0

@@ -78,19 +78,19 @@ def sampling(args: argparse.Namespace, default_temperature: float = 0.0) -> Any:
     )
 
 
-def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None]:
+def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None, str | None]:
     """The MODEL argument and --template, or what a LLaMA-Factory inference YAML given as MODEL names (its
-    template unless --template says otherwise)."""
+    template unless --template says otherwise, and its default_system)."""
     import sys
 
     from temper.models.config_file import is_config_file, read_inference_config
 
     if not is_config_file(args.model):
-        return args.model, args.template
+        return args.model, args.template, None
     config = read_inference_config(args.model)
     for note in config.notes:
         print(note, file=sys.stderr)
-    return config.ref, args.template or config.template
+    return config.ref, args.template or config.template, config.system
 
 
 def load_engine(
@@ -106,7 +106,7 @@ def load_engine(
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, template = model_and_template(args)
+    model, template, system = model_and_template(args)
     return Engine.load(
         model,
         adapters,
@@ -115,6 +115,7 @@ def load_engine(
         max_queue=max_queue,
         template=template,
         merge_adapter=merge_adapter,
+        system=system,
     )
 
 

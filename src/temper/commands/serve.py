@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    model, template = model_and_template(args)
+    model, template, system = model_and_template(args)
     serve(
         model,
         parse_adapters(args.adapter),
@@ -86,5 +86,6 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
         template=template,
+        system=system,
     )
     return 0

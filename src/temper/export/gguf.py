@@ -274,7 +274,7 @@ def export_gguf(
 
     if qtype not in QTYPES:
         raise TemperError(f"--gguf {qtype!r} is not a known type; expected one of {', '.join(QTYPES)}.")
-    src = load_source(source, template=template)
+    src = load_source(source, template=template, system=system)
     check_supported(src.model)  # before creating the output dir: a bad input leaves nothing behind
     out = prepare_output_dir(output_dir, overwrite)
     name = f"model-{qtype}.gguf"

@@ -63,12 +63,14 @@ def load_source(
     dtype: str = "fp32",
     require_adapter: bool = False,
     template: str | None = None,
+    system: str | None = None,
 ) -> Source:
     """Resolve a run dir / model name and return it with all adapters merged (logit diff measured).
 
     `require_adapter` is set by `--merge`: merging a model that has no adapter is a mistake worth reporting.
     `template` replaces the tokenizer's chat template (a built-in name, a Jinja file, or a LLaMA-Factory name
-    checked against the model's own), as `--template` does in training.
+    checked against the model's own), as `--template` does in training; `system` becomes its default system
+    prompt, as `--system` does in training (data/templates.py: with_default_system).
 
     Example:
         >>> src = load_source("runs/identity")  # doctest: +SKIP
@@ -88,8 +90,8 @@ def load_source(
     base_ref = dataclasses.replace(ref, adapters={})
     model, _ = load_causal_lm(base_ref, dtype=dtype)
     tok = load_tokenizer(ref)  # the run's copy: it carries any chat-template override used in training
-    if template:
-        _set_template(tok, template, model, ref.name)
+    if template or system is not None:
+        _set_template(tok, template, system, model, ref.name)
     diffs: list[float] = []
     if ref.adapters:
         model, diffs = _merge_adapters(model, ref.adapters, probe_ids(tok))
@@ -103,11 +105,11 @@ def load_source(
     return Source(model.eval(), tok, info)
 
 
-def _set_template(tok: Any, template: str, model: Any, name: str) -> None:
+def _set_template(tok: Any, template: str | None, system: str | None, model: Any, name: str) -> None:
     from temper.data.templates import prepare_tokenizer
 
     rows = model.get_input_embeddings().num_embeddings
-    prepare_tokenizer(tok, template)
+    prepare_tokenizer(tok, template, system)
     if len(tok) > rows:  # a built-in template's turn tokens this model never learned
         raise TemperError(
             f"template {template!r} adds tokens that {name} has no embeddings for (vocabulary {len(tok)} > {rows}).",
@@ -177,14 +179,14 @@ def merge_run(
     system: str | None = None,
 ) -> dict[str, Any]:
     """`temper export RUN --merge`: write a standalone HF dir and an Ollama Modelfile (`FROM .`, as
-    LLaMA-Factory's export writes); returns the export manifest.
+    LLaMA-Factory's export writes); returns the export manifest. `template` and `system` as in load_source.
 
     Raises TemperError when the merged logits differ from the adapter model's by more than `tolerance`.
     """
     from temper.export.ollama import write_modelfile
 
     # merge in fp32; cast only what is saved
-    src = load_source(run, dtype="fp32", require_adapter=True, template=template)
+    src = load_source(run, dtype="fp32", require_adapter=True, template=template, system=system)
     diff = src.info["max_abs_logit_diff"]
     if diff is not None and diff > tolerance:
         raise TemperError(

@@ -155,6 +155,7 @@ def export_onnx(
     opset: int = 17,
     tolerance: float = 1e-3,
     template: str | None = None,
+    system: str | None = None,
 ) -> dict[str, Any]:
     """`temper export SOURCE --onnx`: model.onnx + tokenizer + manifest with the measured parity."""
     from temper.export.manifest import prepare_output_dir, write_export_manifest
@@ -166,7 +167,7 @@ def export_onnx(
     ref = as_ref(source)
     decoder = _is_causal_lm(ref.path)
     if decoder:
-        src = load_source(ref, dtype="fp32", template=template)
+        src = load_source(ref, dtype="fp32", template=template, system=system)
         model, tok, info = src.model, src.tokenizer, src.info
         module: torch.nn.Module = _Logits(model).eval()
         batch, out_name = probe_batch(tok), "logits"

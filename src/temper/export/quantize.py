@@ -69,6 +69,7 @@ def quantize_int8(
     output_dir: str | Path,
     overwrite: bool = False,
     template: str | None = None,
+    system: str | None = None,
 ) -> dict[str, Any]:
     """`temper export SOURCE --quantize int8`: write config, tokenizer, int8 safetensors and the manifest."""
     from safetensors.torch import save_file
@@ -76,7 +77,7 @@ def quantize_int8(
     from temper.export.manifest import prepare_output_dir, write_export_manifest
     from temper.export.merge import load_source
 
-    src = load_source(source, dtype="fp32", template=template)
+    src = load_source(source, dtype="fp32", template=template, system=system)
     out = prepare_output_dir(output_dir, overwrite)
     tensors = int8_state_dict(src.model)
     save_file(tensors, str(out / INT8_WEIGHTS), metadata={"format": "pt", "temper": "int8-per-channel"})
@@ -264,6 +265,7 @@ def quantize_external(
     method: str,
     overwrite: bool = False,
     template: str | None = None,
+    system: str | None = None,
 ) -> dict[str, Any]:
     """bitsandbytes / HQQ through transformers' quantization configs: merge, reload quantized, save_pretrained.
 
@@ -282,7 +284,7 @@ def quantize_external(
         "bnb-8bit": lambda: BitsAndBytesConfig(load_in_8bit=True),
         "hqq-4bit": lambda: HqqConfig(nbits=4, group_size=64),
     }
-    src = load_source(source, dtype="fp32", template=template)
+    src = load_source(source, dtype="fp32", template=template, system=system)
     out = prepare_output_dir(output_dir, overwrite)
     with tempfile.TemporaryDirectory() as tmp:
         save_hf_dir(src.model, src.tokenizer, Path(tmp))

@@ -100,10 +100,12 @@ class Engine:
         max_queue: int = 256,
         template: str | None = None,
         merge_adapter: bool = False,
+        system: str | None = None,
     ) -> Engine:
         """Load a model (and the adapter of a run dir, plus `adapters` {name: run or adapter dir}).
 
-        `template` overrides the chat template (a built-in name or a Jinja file), as in training.
+        `template` overrides the chat template (a built-in name or a Jinja file), as in training, and `system`
+        becomes the default system prompt of conversations without one (training's --system).
         `merge_adapter`: when a run dir's own adapter is the only one and the weights are fp32, fold it into
         them (models/load.py: fold_single_adapter) and serve that under the adapter's name; the base model is
         then not available. For callers that use that one adapter throughout (chat, infer).
@@ -119,8 +121,8 @@ class Engine:
             enc, tok = load_encoder(ref, dtype="fp32" if dtype == "auto" else dtype)
             return cls(enc, tok, base_id, generative=False, pooling=read_pooling(ref.path))
         lm, tok = load_causal_lm(ref, dtype=dtype, adapters=extra)
-        if template:
-            prepare_tokenizer(tok, template)
+        if template or system is not None:
+            prepare_tokenizer(tok, template, system)
         names = [*ref.adapters, *extra]
         default = next(iter(ref.adapters), None)
         if merge_adapter and default:  # fold_single_adapter leaves two or more adapters (extras) alone

@@ -33,6 +33,8 @@ KEYS: dict[str, str] = {
     "adapter_name_or_path": "adapter",
     "adapter": "adapter",
     "template": "template",
+    "default_system": "system",  # the system prompt of conversations without one
+    "system": "system",
 }
 # key -> why it changes nothing here; named once when the file is read.
 IGNORED: dict[str, str] = {
@@ -106,6 +108,7 @@ class ModelConfigFile:
 
     ref: ModelRef
     template: str | None
+    system: str | None = None
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -189,7 +192,7 @@ def _read(
             f"{path}: no model_name_or_path.", hint="Name the base model: model_name_or_path: MODEL."
         )
     ref = resolve_model(settings["model"], settings.get("adapter"))
-    return ModelConfigFile(ref, settings.get("template"), notes, options)
+    return ModelConfigFile(ref, settings.get("template"), settings.get("system"), notes, options)
 
 
 def use_swift_template(tok: Any, adapter_dir: Path) -> None:

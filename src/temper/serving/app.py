@@ -333,6 +333,7 @@ def serve(
     default_max_tokens: int = 512,
     template: str | None = None,
     log_level: str = "info",
+    system: str | None = None,
 ) -> None:
     """Load `model` (+ adapters) and serve it until interrupted.
 
@@ -341,7 +342,7 @@ def serve(
     """
     import uvicorn
 
-    engine = Engine.load(model, adapters, dtype, max_batch_size, max_queue, template)
+    engine = Engine.load(model, adapters, dtype, max_batch_size, max_queue, template, system=system)
     try:
         app = create_app(engine, api_key, max_body_bytes, default_max_tokens)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
