@@ -123,9 +123,8 @@ def with_default_system(source: Any, system: str) -> Any:
         return source
     if source.startswith(_DEFAULT_SYSTEM_MARK):
         source = source.split(_DEFAULT_SYSTEM_MARK, 2)[2]
-    literal = json.dumps(
-        system, ensure_ascii=False
-    )  # a valid Jinja string literal, quotes and newlines escaped
+    # JSON's string syntax is a valid Jinja string literal: quotes, backslashes and newlines stay escaped.
+    literal = json.dumps(system, ensure_ascii=False)
     preamble = (
         "{%- if not messages or messages[0]['role'] != 'system' %}"
         "{%- set messages = [{'role': 'system', 'content': " + literal + "}] + messages %}{%- endif %}"
