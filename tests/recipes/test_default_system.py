@@ -41,7 +41,9 @@ def test_default_system_fills_only_conversations_without_one(smollm2_dir: Path) 
     assert SYSTEM not in tok.chat_template and tok.chat_template.count("default system prompt") == 2
 
 
-def test_chat_renders_the_prompt_sft_trained_on(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_chat_renders_the_prompt_sft_trained_on(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_rows(tmp_path / "rows.jsonl", n=8)
     train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "run", "--max-steps", "1", "--system", SYSTEM))
     base = load_tokenizer(str(tiny_llama_dir))
@@ -51,6 +53,15 @@ def test_chat_renders_the_prompt_sft_trained_on(tiny_llama_dir: Path, tmp_path: 
     with Engine.load(tmp_path / "run", dtype="fp32") as engine:
         assert engine.chat_prompt(USER) == trained_prompt
     assert engine.chat_prompt(USER) != base(_prompt(base, USER), add_special_tokens=False)["input_ids"]
+    # A run on that run, given no --system, keeps the prompt and says so.
+    capsys.readouterr()
+    train_sft(make_cfg(tmp_path / "run", data, tmp_path / "run2", "--max-steps", "1"))
+    assert (
+        f"default system prompt {SYSTEM!r}, from {tmp_path / 'run'}'s chat template"
+        in capsys.readouterr().err
+    )
+    with Engine.load(tmp_path / "run2", dtype="fp32") as engine:
+        assert engine.chat_prompt(USER) == trained_prompt
 
 
 @pytest.fixture(scope="module")

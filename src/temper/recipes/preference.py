@@ -27,7 +27,7 @@ from temper.config.preference import NEEDS_REFERENCE, PrefCfg, PreferenceConfig
 from temper.data.load import load_train_val
 from temper.data.pref_formats import PREFERENCE_FORMATS
 from temper.data.pref_tokenize import PairCollator, encode_pairs
-from temper.data.templates import prepare_tokenizer
+from temper.data.templates import inherited_system_note, prepare_tokenizer
 from temper.models.load import ModelRef, load_causal_lm, resolve_model
 from temper.objectives.dpo import chosen_nll, dpo_loss, pair_metrics
 from temper.objectives.logps import Reference, forward_logps, split_pairs
@@ -206,6 +206,8 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
     if merged:
         model = model.merge_and_unload()
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
+    if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model):
+        console.print(note, markup=False, highlight=False)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))  # a built-in template added its special tokens
     model.train()

@@ -29,7 +29,7 @@ from temper.data.collate import (
     padding_ratio,
 )
 from temper.data.load import load_train_val
-from temper.data.templates import prepare_tokenizer
+from temper.data.templates import inherited_system_note, prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.errors import ConfigError
 from temper.models.attention import NAME as ATTENTION
@@ -105,6 +105,9 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if ref.adapters and not continues:
         model = model.merge_and_unload()
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
+    note = inherited_system_note(tokenizer, cfg.data.system, cfg.model.model)
+    if note and state.is_main_process:
+        console.print(note, markup=False, highlight=False)  # a prompt may hold [brackets]
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))  # a --template override added special tokens
 
