@@ -195,8 +195,8 @@ def test_template_override_and_missing_template(tok: Any, tiny_bert_dir: Path, t
     assert "writes <|start_header_id|>" in str(err.value.hint) and "another model family" in str(
         err.value.hint
     )
-    with pytest.raises(TemperError, match="unknown template 'vicuna'") as err:
-        prepare_tokenizer(tok, "vicuna")
+    with pytest.raises(TemperError, match="unknown template 'baichuan2'") as err:
+        prepare_tokenizer(tok, "baichuan2")
     assert "Leave template out to use the model's own chat template" in str(err.value.hint)
     prepare_tokenizer(bert, "chatml")
     assert "<|im_end|>" in bert.get_vocab()
@@ -232,3 +232,47 @@ def test_trimming_template_and_prefix_unstable_template(tiny_llama_dir: Path, tm
     )
     with pytest.raises(TemperError, match="prefix"):
         chat_ids(tok, rec)
+
+
+ALPACA_SYSTEM = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions."
+)
+
+
+@pytest.mark.parametrize("name", ["default", "alpaca", "vicuna", "empty"])
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_llamafactory_plain_templates(smollm2_dir: Path, name: str, system: str | None) -> None:
+    """LLaMA-Factory's formats for models without a chat template, as its template definitions write them."""
+    from transformers import AutoTokenizer
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2_dir, local_files_only=True), name)
+    e = tok.eos_token
+    turns = [("What is 2+2?", "4"), ("And 3+3?", "6")]
+    # Each format, slot by slot: (system, user, assistant); LLaMA-Factory's default system prompt when none.
+    formats = {
+        "default": ("System: {}" + e + "\n", "Human: {}" + e + "\nAssistant:", "{}" + e + "\n", None),
+        "alpaca": ("{}", "### Instruction:\n{}\n\n### Response:\n", "{}" + e + "\n\n", ALPACA_SYSTEM),
+        "vicuna": ("{}", "USER: {} ASSISTANT:", "{}" + e, VICUNA_SYSTEM),
+        "empty": ("{}", "{}", "{}", None),
+    }
+    fmt_system, fmt_user, fmt_reply, default = formats[name]
+    head = system if system is not None else default
+    expected = (fmt_system.format(head) if head is not None else "") + "".join(
+        fmt_user.format(q) + fmt_reply.format(a) for q, a in turns
+    )
+    example = ChatExample(
+        [Message(r, t) for q, a in turns for r, t in (("user", q), ("assistant", a))], system
+    )
+    assert render_prompt(tok, to_chat_dicts(example), add_generation_prompt=False) == expected
+    ids, labels = chat_ids(tok, example)
+    assert tok.decode(ids) == expected
+    # The replies are learned with the eos token that ends them (the empty format writes none).
+    replies = [a + (e if name != "empty" else "") for _, a in turns]
+    assert [tok.decode(r) for r in labelled_runs(ids, labels)] == replies
+    tool_row = ChatExample(
+        [Message("user", "x"), Message("tool", "{}"), Message("assistant", "y")], source="calls.json:7"
+    )
+    with pytest.raises(TemperError, match=r"calls.json:7: the chat template cannot render this conversation"):
+        chat_ids(tok, tool_row)  # a role the format has no place for is refused, naming the row

@@ -24,7 +24,11 @@ class ModelCfg:
         help="a LoRA adapter dir to start from, over `model` as its base (LLaMA-Factory's adapter_name_or_path, "
         "ms-swift's adapters); a LoRA run continues it",
     )
-    template: str | None = field(None, help="chat template override: a name (chatml) or a Jinja file path")
+    template: str | None = field(
+        None,
+        help="chat template override: a built-in name (chatml; LLaMA-Factory's default, alpaca, vicuna, empty, and "
+        "its family names checked against the model's own) or a Jinja file path",
+    )
     dtype: str = field("auto", help="weights dtype: auto (bf16 where supported), bf16, fp16 or fp32")
     attn_implementation: str = field(
         "auto", help="attention kernel: auto (temper's on CPU, sdpa on GPU), temper, sdpa or eager"

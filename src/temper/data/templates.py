@@ -34,9 +34,75 @@ CHATML = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
+# LLaMA-Factory's plain-text templates, for models without a chat format of their own (base models), written as
+# its `llamafactory-cli` renders them, quirks included (no separator after a system prompt in alpaca and vicuna),
+# so an adapter trained there is chatted with here as it learned (compared with LLaMA-Factory 0.9.5's encoder in
+# the README, "Templates and masking"). Other roles (tools) are refused: these formats have no place for them.
+_OTHER_ROLES = "{%- else %}{{- raise_exception('this template has no ' + message['role'] + ' role') }}"
+
+
+def _plain(system: str, user: str, assistant: str, default_system: str = "") -> str:
+    """A Jinja template of three turn formats (`{c}` is the content; `{eos}` the tokenizer's eos token)."""
+
+    def turn(fmt: str) -> str:
+        return (
+            "{{- '"
+            + fmt.replace("\n", "\\n")
+            .replace("{c}", "' + message['content'] + '")
+            .replace("{eos}", "' + eos_token + '")
+            + "' }}"
+        )
+
+    head = (
+        "{%- if messages and messages[0]['role'] == 'system' %}{%- set loop_messages = messages %}"
+        + (
+            "{%- else %}{%- set loop_messages = [{'role': 'system', 'content': "
+            + json.dumps(default_system)
+            + "}] + messages %}"
+            if default_system
+            else "{%- else %}{%- set loop_messages = messages %}"
+        )
+        + "{%- endif %}"
+    )
+    return (
+        head
+        + "{%- for message in loop_messages %}"
+        + "{%- if message['role'] == 'system' %}"
+        + turn(system)
+        + "{%- elif message['role'] == 'user' %}"
+        + turn(user)
+        + "{%- elif message['role'] == 'assistant' %}"
+        + turn(assistant)
+        + _OTHER_ROLES
+        + "{%- endif %}{%- endfor %}"
+    )
+
+
 # Plain dict registry of built-in templates: name -> (Jinja source, the special tokens it writes).
 TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "chatml": (CHATML, ("<|im_start|>", "<|im_end|>")),
+    "default": (_plain("System: {c}{eos}\n", "Human: {c}{eos}\nAssistant:", "{c}{eos}\n"), ()),
+    "alpaca": (
+        _plain(
+            "{c}",
+            "### Instruction:\n{c}\n\n### Response:\n",
+            "{c}{eos}\n\n",
+            "Below is an instruction that describes a task. Write a response that appropriately completes the "
+            "request.\n\n",
+        ),
+        (),
+    ),
+    "vicuna": (
+        _plain(
+            "{c}",
+            "USER: {c} ASSISTANT:",
+            "{c}{eos}",
+            "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+            "detailed, and polite answers to the user's questions.",
+        ),
+        (),
+    ),
+    "empty": (_plain("{c}", "{c}", "{c}"), ()),
 }
 
 # LLaMA-Factory's `template` names for model families' own chat formats -> a token that format writes. A model
@@ -192,9 +258,20 @@ def render_prompt(
         else:
             messages = [{"role": "system", "content": text}, *messages]
         tool_list = None
-    out = tokenizer.apply_chat_template(
-        messages, tools=tool_list, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    from jinja2 import TemplateError
+
+    try:
+        out = tokenizer.apply_chat_template(
+            messages, tools=tool_list, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except (
+        TemplateError
+    ) as exc:  # the template's own refusal (raise_exception): a role or order it cannot write
+        roles = " -> ".join(m["role"] for m in messages)
+        raise TemperError(
+            f"the chat template cannot render this conversation ({roles}): {exc}",
+            hint="Use a template that has these roles (--template chatml, a Jinja file, or the model's own).",
+        ) from None
     return str(out)
 
 

@@ -89,7 +89,10 @@ def chat_ids(
     last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
     # A row's own per-turn choice, in assistant-turn order (to_chat_dicts keeps the order of the messages).
     own = iter([m.train for m in example.messages if m.role == "assistant"])
-    full = render_prompt(tokenizer, msgs, add_generation_prompt=False, tools=example.tools)
+    try:
+        full = render_prompt(tokenizer, msgs, add_generation_prompt=False, tools=example.tools)
+    except TemperError as exc:  # name the row the template refused
+        raise TemperError(f"{example.source or 'a row'}: {exc.message}", hint=exc.hint) from None
     ids: list[int] = []
     labels: list[int] = []
     pos = 0  # characters of `full` already tokenized
