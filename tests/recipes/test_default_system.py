@@ -85,6 +85,13 @@ def test_an_ms_swift_checkpoint_chats_with_its_template_and_system(
     tok = load_tokenizer(resolve(swift_checkpoint))
     head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""  # ms-swift's chatml: no default
     assert _prompt(tok, USER) == head + "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+    # A name temper shares with ms-swift for another format (ms-swift's default is `### Human:`) keeps the
+    # model's own template, with the checkpoint's system prompt.
+    (swift_checkpoint / "args.json").write_text(json.dumps({**args, "template": "default"}))
+    own_with_system = load_tokenizer(str(smollm2_dir))
+    if system:
+        own_with_system.chat_template = with_default_system(own_with_system.chat_template, system)
+    assert _prompt(load_tokenizer(resolve(swift_checkpoint)), USER) == _prompt(own_with_system, USER)
     (swift_checkpoint / "args.json").unlink()  # without it: the base model's own template and default
     assert _prompt(load_tokenizer(resolve(swift_checkpoint)), USER) == _prompt(
         load_tokenizer(str(smollm2_dir)), USER

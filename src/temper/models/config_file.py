@@ -211,7 +211,10 @@ def use_swift_template(tok: Any, adapter_dir: Path) -> None:
     if not isinstance(args, dict) or "template" not in args or "template_backend" not in args:
         return  # not ms-swift's
     name, system = args.get("template"), args.get("system")
-    template = name if name in TEMPLATES and all(t in tok.get_vocab() for t in TEMPLATES[name][1]) else None
+    # Only chatml is the same format under the same name: ms-swift's `default` (`### Human:` / `### Assistant:`)
+    # is not temper's `default` (LLaMA-Factory's), so names are not looked up in TEMPLATES.
+    chatml = name == "chatml" and all(t in tok.get_vocab() for t in TEMPLATES["chatml"][1])
+    template = "chatml" if chatml else None
     if template or system is not None:
         prepare_tokenizer(tok, template, system if isinstance(system, str) else None)
         log.warning(
