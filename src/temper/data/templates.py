@@ -264,9 +264,8 @@ def render_prompt(
         out = tokenizer.apply_chat_template(
             messages, tools=tool_list, tokenize=False, add_generation_prompt=add_generation_prompt
         )
-    except (
-        TemplateError
-    ) as exc:  # the template's own refusal (raise_exception): a role or order it cannot write
+    except TemplateError as exc:
+        # The template's own refusal (raise_exception): a role or an order it cannot write.
         roles = " -> ".join(m["role"] for m in messages)
         raise TemperError(
             f"the chat template cannot render this conversation ({roles}): {exc}",

@@ -1,4 +1,5 @@
-"""An Ollama `Modelfile` for an exported GGUF or merged safetensors folder: FROM, TEMPLATE (Go template syntax), stop tokens, SYSTEM.
+"""An Ollama `Modelfile` for an exported GGUF or merged safetensors folder: FROM, TEMPLATE (Go template
+syntax), stop tokens, SYSTEM.
 
 Ollama renders prompts with Go templates, not Jinja, so the model's Jinja chat template is translated. We only
 translate what we can prove equal: the template is rendered for a probe conversation and compared with the

@@ -270,9 +270,8 @@ def load_tokenizer(ref: ModelRef | str) -> Any:
     own = ref.run_dir or ref.adapter_dir
     src = own if own and (own / "tokenizer_config.json").exists() else ref.path
     tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
-    if (
-        src == ref.path and ref.adapter_dir is not None
-    ):  # ms-swift's checkpoints keep the template in args.json
+    # An adapter dir without a tokenizer copy (ms-swift's checkpoints) may name its template in args.json.
+    if src == ref.path and ref.adapter_dir is not None:
         use_swift_template(tok, ref.adapter_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
