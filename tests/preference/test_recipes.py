@@ -20,7 +20,7 @@ from temper.config.preference import PreferenceConfig
 from temper.data.pref_formats import PREFERENCE_FORMATS, convert_rows
 from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import prepare_tokenizer, render_prompt
-from temper.errors import ConfigError
+from temper.errors import ConfigError, TemperError
 from temper.models.load import load_causal_lm, load_tokenizer
 from temper.objectives.logps import Reference, forward_logps, sequence_logps
 from temper.recipes.preference import pairwise_loss_fn, precompute_pairs, train_rlhf
@@ -200,6 +200,7 @@ def test_reward_model_trains_and_scores(
             "rm", tiny_llama_dir, pairs_file, out, "--lr", "2e-3", "--max-steps", "15", "--eval-steps", "15"
         )
     )
+    assert f"next: temper rm-score {out} --prompt" in capsys.readouterr().err
     assert result.metrics["eval_rewards/accuracies"] >= 0.9
     assert read_manifest(out)["weights"] == "adapter"  # LoRA + the score head (modules_to_save)
     rm = RewardModel.load(out)
@@ -210,6 +211,11 @@ def test_reward_model_trains_and_scores(
     messages = json.dumps([*chat, {"role": "assistant", "content": FIXED_WORD}])
     assert main(["rm-score", str(out), "--messages", messages, "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx([good], abs=1e-4)
+    # It scores; it does not generate: chat says so and how to score, instead of loading it as an embedder.
+    assert main(["chat", str(out), "--query", "hi"]) != 0
+    assert f"{out} is a reward model (written by temper rm)" in capsys.readouterr().err
+    with pytest.raises(TemperError, match="is a reward model"):  # eval, export, sft on it: the same
+        load_causal_lm(str(out))
 
 
 def test_pair_order_follows_train_sampling_strategy(

@@ -123,3 +123,21 @@ def test_llamafactory_default_system_in_chat_and_export_yamls(
     assert f'SYSTEM """{SYSTEM}"""' in (out / "Modelfile").read_text()
     exported = load_tokenizer(resolve(out))
     assert _prompt(exported, USER) == _prompt(base, [{"role": "system", "content": SYSTEM}, *USER])
+
+
+def test_a_reward_model_on_a_run_says_it_inherits_the_default_system(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from temper.config.preference import PreferenceConfig
+    from temper.recipes.rm import load_reward_backbone
+
+    data = write_rows(tmp_path / "rows.jsonl", n=8)
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "run", "--max-steps", "1", "--system", SYSTEM))
+    capsys.readouterr()
+    argv = ["--model", str(tmp_path / "run"), "--dataset", str(data), "--output-dir", str(tmp_path / "rm")]
+    _, tok, _, _ = load_reward_backbone(PreferenceConfig.for_verb("rm", None, argv))
+    assert (
+        f"default system prompt {SYSTEM!r}, from {tmp_path / 'run'}'s chat template"
+        in capsys.readouterr().err
+    )
+    assert _prompt(tok, USER) == _prompt(load_tokenizer(resolve(tmp_path / "run")), USER)

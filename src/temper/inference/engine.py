@@ -112,9 +112,16 @@ class Engine:
         """
         from temper.data.templates import prepare_tokenizer
         from temper.models.heads import is_decoder, load_encoder, read_pooling
-        from temper.models.load import ModelRef, fold_single_adapter, load_causal_lm, resolve
+        from temper.models.load import (
+            ModelRef,
+            fold_single_adapter,
+            load_causal_lm,
+            refuse_reward_model,
+            resolve,
+        )
 
         ref = model if isinstance(model, ModelRef) else resolve(str(model))
+        refuse_reward_model(ref)  # its score head would be dropped: it would load as an embedder
         extra = {name: _adapter_dir(Path(p)) for name, p in (adapters or {}).items()}
         base_id = _base_id(ref)
         if not is_decoder(_read_config(ref.path)):

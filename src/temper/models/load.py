@@ -278,6 +278,19 @@ def load_tokenizer(ref: ModelRef | str) -> Any:
     return tok
 
 
+def refuse_reward_model(ref: ModelRef) -> None:
+    """Raise when `ref` is a `temper rm` run: a score head in place of the LM head, so it cannot generate (a
+    causal-LM load would drop the head and, with tied embeddings, quietly give the backbone as a language model)."""
+    run_dir = ref.run_dir
+    if run_dir is None or not (run_dir / RUN_MANIFEST).is_file():
+        return
+    if json.loads((run_dir / RUN_MANIFEST).read_text()).get("kind") == "rm":
+        raise TemperError(
+            f"{ref.name} is a reward model (written by temper rm): it scores replies and does not generate.",
+            hint=f"Score replies with: temper rm-score {ref.name} --prompt 'a question' --response 'a reply'",
+        )
+
+
 def load_causal_lm(
     ref: ModelRef | str,
     dtype: str = "auto",
@@ -296,6 +309,7 @@ def load_causal_lm(
     from temper.models.attention import pick_attention
 
     ref = resolve(ref) if isinstance(ref, str) else ref
+    refuse_reward_model(ref)
     if _export_method(ref.path) == "int8":
         # Weight-only int8 exports hold int8 tensors + scales that from_pretrained cannot read.
         from temper.export.quantize import load_int8

@@ -41,7 +41,7 @@ from temper.training.launch import main_process_first
 from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import apply_tuning, count_parameters
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 LossFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -355,9 +355,14 @@ def finish_run(
         tokenizer.save_pretrained(run_dir)
     write_manifest(run_dir, kind, base, weights, **extra, result=_summary(result))
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if k.startswith("eval_"))
+    next_command = (
+        f"temper rm-score {run_dir} --prompt 'a question' --response 'a reply'"
+        if kind == "rm"
+        else f"temper chat {run_dir}"
+    )
     console.print(
         f"[bold green]done[/] {result.global_step} steps, train loss {result.train_loss:.4f}, "
         f"{result.tokens_per_second:.0f} tokens/s\n  held-out after: {shown or 'no validation split'}\n"
-        f"  run dir: {run_dir}   next: temper chat {run_dir}"
+        f"  run dir: {run_dir}   next: {next_command}"
     )
     return result

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from temper.data.pref_tokenize import (
     token_ids,
 )
 from temper.data.records import Message
-from temper.data.templates import prepare_tokenizer, render_prompt
+from temper.data.templates import inherited_system_note, prepare_tokenizer, render_prompt
 from temper.errors import TemperError
 from temper.models.attention import pick_attention
 from temper.models.dtype import pick_dtype
@@ -39,6 +40,7 @@ from temper.objectives.logps import split_pairs
 from temper.objectives.rm import bradley_terry_loss
 from temper.recipes.preference import (
     LossFn,
+    console,
     encode_split,
     evaluate_rows,
     finish_run,
@@ -99,7 +101,9 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
     if merged:  # an SFT LoRA run: merge it, then move its backbone under the new head
         causal, tokenizer = load_causal_lm(ref, dtype="fp32")
         causal = causal.merge_and_unload()
-        model = AutoModelForSequenceClassification.from_config(causal.config, num_labels=1, dtype=dtype)
+        config = copy.deepcopy(causal.config)
+        config.num_labels = 1  # from_config passes extra kwargs to the model's __init__, not to its config
+        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
         model.base_model.load_state_dict(causal.base_model.state_dict())
     else:
         tokenizer = load_tokenizer(ref)
@@ -111,6 +115,8 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
             attn_implementation=pick_attention(cfg.model.attn_implementation),
         )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
+    if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model):
+        console.print(note, markup=False, highlight=False)
     model.config.pad_token_id = tokenizer.pad_token_id  # pooling finds the last token through it
     model.train()
     return model, tokenizer, ref, merged
