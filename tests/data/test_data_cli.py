@@ -22,6 +22,52 @@ def test_check_ok_prints_rows_and_format(lf: Path, capsys: pytest.CaptureFixture
     assert "glaive_toolcall_en_demo.json: 300 rows, format sharegpt, ok" in out
 
 
+def test_check_detects_preference_and_kto_files(lf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = ["dpo_en_demo.json", "v1_dpo_demo.jsonl", "kto_en_demo.json"]
+    assert main(["data", "check", *(str(lf / f) for f in files)]) == 0
+    out = capsys.readouterr().out
+    assert "dpo_en_demo.json: 300 rows, format preference, ok" in out
+    assert (
+        "v1_dpo_demo.jsonl: 10 rows, format preference, ok" in out
+    )  # LLaMA-Factory v1 chosen_/rejected_messages
+    assert "kto_en_demo.json: 300 rows, format kto, ok" in out
+
+
+def test_preference_and_kto_files_given_to_another_task_say_what_they_are(lf: Path) -> None:
+    from temper.data.formats import FORMATS
+    from temper.data.load import load_datasets
+    from temper.data.pref_formats import PREFERENCE_FORMATS
+    from temper.errors import DataError
+
+    for name, registry, task, verb in [
+        ("dpo_en_demo.json", FORMATS, "preference", "temper dpo"),  # each row fails: last turn is the user's
+        ("v1_dpo_demo.jsonl", FORMATS, "preference", "temper dpo"),  # no SFT format has its keys
+        (
+            "kto_en_demo.json",
+            FORMATS,
+            "kto",
+            "temper kto",
+        ),  # readable as messages, with bad replies as targets
+        ("kto_en_demo.json", PREFERENCE_FORMATS, "kto", "temper kto"),
+    ]:
+        with pytest.raises(DataError) as e:
+            load_datasets([str(lf / name)], converters=registry)
+        assert e.value.problems[0].startswith(f"{lf / name}: these rows hold"), e.value.problems[0]
+        assert f"they are {task} data, for {verb}" in e.value.problems[0]
+    # A forced format reads them as that format: the rows were not dropped, only not guessed.
+    (loaded,) = load_datasets([str(lf / "kto_en_demo.json")], format="messages", converters=FORMATS)
+    assert loaded.n_rows == len(loaded.records) == 300
+
+
+def test_dataset_info_json_given_as_a_dataset_says_how_to_name_its_datasets(
+    lf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "check", str(lf / "dataset_info.json")]) == 1
+    err = capsys.readouterr().err
+    assert "dataset_info.json: LLaMA-Factory's index of datasets, not a dataset" in err
+    assert f"hint: Name its datasets: --dataset-dir {lf} --dataset NAME[,NAME] (local ones: identity," in err
+
+
 def test_check_dataset_dir_names(lf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "check", "identity,wiki_demo", "--dataset-dir", str(lf)]) == 0
     assert "wiki_demo.txt: 30 rows, format text, ok" in capsys.readouterr().out

@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         default="auto",
-        help="row format for check (default: auto-detect SFT formats); `preference`/`kto` (or one of their "
-        "specific formats) checks DPO/KTO files",
+        help="row format for check (default: auto-detect, SFT, preference pairs or KTO rows); `preference`/`kto` "
+        "(or one of their specific formats) forces DPO/KTO checking",
     )
     parser.add_argument("--dataset-dir", default=None, help="a LLaMA-Factory data dir with dataset_info.json")
     parser.add_argument("--batch-size", type=int, default=None, help="stats: batch size (default: the run's)")
@@ -63,13 +63,22 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 def _registry(fmt: str) -> dict[str, Any]:
     """SFT formats, plus the preference/KTO registries when --format names one of them.
 
-    Their dispatching entries ("preference", "kto") never auto-detect, so adding them to the SFT registry
-    only makes dataset_info `ranking`/`kto_tag` entries checkable; auto-detection of plain files stays SFT.
+    With --format auto, the preference and KTO dispatchers come first and detect rows by their keys
+    (pref_formats.preference_task: chosen/rejected, kto_tag, ...), so `temper data check dpo_en_demo.json`
+    checks pairs as pairs; dataset_info `ranking`/`kto_tag` entries name them directly.
     """
+    from dataclasses import replace
+
     from temper.data.formats import FORMATS
-    from temper.data.pref_formats import KTO_FORMATS, PREFERENCE_FORMATS
+    from temper.data.pref_formats import KTO_FORMATS, PREFERENCE_FORMATS, preference_task
 
     for registry in (PREFERENCE_FORMATS, KTO_FORMATS):
         if fmt in registry and fmt not in FORMATS:
             return dict(registry)
-    return {**FORMATS, "preference": PREFERENCE_FORMATS["preference"], "kto": KTO_FORMATS["kto"]}
+    return {
+        "preference": replace(
+            PREFERENCE_FORMATS["preference"], detect=lambda r: preference_task(r) == "preference"
+        ),
+        "kto": replace(KTO_FORMATS["kto"], detect=lambda r: preference_task(r) == "kto"),
+        **FORMATS,
+    }

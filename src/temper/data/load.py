@@ -142,6 +142,24 @@ def load_datasets(
     return out
 
 
+def _other_task(path: Path, rows: list[tuple[int, dict[str, Any]]], converters: Mapping[str, Format]) -> str:
+    """The line for preference or KTO rows given to a loader of another task (`temper sft --dataset
+    dpo_en_demo.json`), or "". Without it the report is one "last turn must be assistant" line per row."""
+    from temper.data.pref_formats import preference_task
+
+    task = next((t for _, r in rows[:50] if (t := preference_task(r))), None)
+    if task is None or task in converters:
+        return ""
+    fields, verbs = {
+        "preference": ("chosen/rejected replies", "temper dpo, orpo, simpo or rm"),
+        "kto": ("a kto_tag/label", "temper kto"),
+    }[task]
+    return (
+        f"{path}: these rows hold {fields}: they are {task} data, for {verbs}, not this task "
+        f"(`temper data check {path}` checks them as {task} data; --format FORMAT reads them as that format)."
+    )
+
+
 def _load_one(
     src: Source,
     fmt_name: str | None,
@@ -152,6 +170,7 @@ def _load_one(
     rows: list[tuple[int, dict[str, Any]]] = []
     for row_no, row in read_rows(src.path, problems):
         rows.append((row_no, _rename(row, src.columns, converters.get(fmt_name or "", None))))
+    detected = fmt_name is None and src.path.suffix != ".txt"
     if src.path.suffix == ".txt" and fmt_name is None:
         fmt_name = "text"
     if fmt_name is None:
@@ -159,7 +178,8 @@ def _load_one(
         if fmt_name is None:
             keys = sorted({k for _, r in rows[:50] for k in r})
             problems.append(
-                f"{src.path}:1: cannot detect the format from the keys {keys}; expected the fields of one of "
+                _other_task(src.path, rows, converters)
+                or f"{src.path}:1: cannot detect the format from the keys {keys}; expected the fields of one of "
                 f"{', '.join(converters)}. Pass --format."
             )
             return None
@@ -189,6 +209,10 @@ def _load_one(
             f"{src.path}: no row is {fmt_name}; the rows look like {looks_like}. Pass --format {looks_like} "
             "(or auto).",
         )
+    elif detected and (line := _other_task(src.path, rows, converters)):
+        # DPO pairs given to sft fail row by row: say why, and what to run. KTO rows read as SFT conversations
+        # would train their undesirable replies as targets, so they are refused too (a forced --format takes them).
+        problems.insert(first_problem, line)
     if unfilled:
         log.warning(
             "%s: %d row(s) keep {{name}}/{{author}} placeholders; pass --model-name/--model-author",
@@ -281,15 +305,16 @@ def resolve_sources(datasets: Sequence[str], dataset_dir: str | Path | None) -> 
         raise DataError(
             "no dataset given.", hint="Pass --dataset FILE (json, jsonl, csv, parquet, txt) or a name."
         )
-    sources, problems = [], []
+    sources, problems, hints = [], [], []
     for spec in specs:
         name, limit = parse_spec(spec)
         try:
             sources.append(_source(spec, name, limit, info, dataset_dir))
         except DataError as e:
             problems.append(f"{spec}: {e.message}")
+            hints += [e.hint] if e.hint else []
     if problems:
-        raise DataError("cannot find the dataset(s):", problems)
+        raise DataError("cannot find the dataset(s):", problems, hint=" ".join(hints) or None)
     return sources
 
 
@@ -321,6 +346,13 @@ def _source(
         )
     for candidate in (Path(name), Path(dataset_dir or ".") / name):
         if candidate.is_file():
+            if candidate.name == "dataset_info.json":
+                local = [k for k, v in _dataset_info(candidate.parent).items() if "file_name" in v]
+                raise DataError(
+                    "LLaMA-Factory's index of datasets, not a dataset",
+                    hint=f"Name its datasets: --dataset-dir {candidate.parent} --dataset NAME[,NAME] (local ones: "
+                    f"{', '.join(local[:12])}{', ...' if len(local) > 12 else ''}).",
+                )
             if candidate.suffix not in SUFFIXES:
                 raise DataError(
                     f"{candidate}: unsupported file type {candidate.suffix!r}; expected {', '.join(SUFFIXES)}"

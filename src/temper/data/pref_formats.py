@@ -273,6 +273,25 @@ def _any(*keys: str) -> Callable[[Row], bool]:
     return lambda row: any(k in row for k in keys)
 
 
+def preference_task(row: Row) -> str | None:
+    """ "preference" or "kto" when a row's keys mark it as DPO/KTO data, else None (SFT rows, or unknown).
+
+    Narrower than the formats' own detects (a sharegpt_ranking row is any `conversations` row once the task
+    is known): chosen + rejected, a rejected_* field (ms-swift, LLaMA-Factory v1), a kto_tag or a true/false
+    label.
+
+    >>> preference_task({"conversations": [], "chosen": {}, "rejected": {}}), preference_task({"messages": []})
+    ('preference', None)
+    """
+    if not isinstance(row, Mapping):
+        return None
+    if ("chosen" in row and "rejected" in row) or "rejected_response" in row or "rejected_messages" in row:
+        return "preference"
+    if "kto_tag" in row or isinstance(row.get("label"), bool):
+        return "kto"
+    return None
+
+
 # Plain dict registries in the data layer's `Format` shape; the first format whose `detect` matches wins.
 # lf_columns: LLaMA-Factory dataset_info `columns` keys -> the field names these converters read.
 PREFERENCE_FORMATS: dict[str, Format] = {
