@@ -280,7 +280,9 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> None:
     if not series:
         return
     keys = sorted(series, key=lambda k: (k not in ("loss", "eval_loss"), k))
-    panels = ["loss", *[k for k in keys if k not in ("loss", "eval_loss")]][:6]
+    # The loss panel only when a loss was logged: a run shorter than logging_steps logs only train_loss.
+    has_loss = "loss" in series or "eval_loss" in series
+    panels = [*(["loss"] if has_loss else []), *[k for k in keys if k not in ("loss", "eval_loss")]][:6]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), squeeze=False)
     for ax, key in zip(axes[:, 0], panels, strict=False):
         for name in (key, f"eval_{key}") if key == "loss" else (key,):
