@@ -117,16 +117,20 @@ def test_rows_without_their_answer_are_prompts_and_the_rest_is_still_validated(
     ]
 
 
-def test_repl_streams_answers_keeps_history_and_obeys_commands(tiny_engine: Engine) -> None:
-    lines = iter(["hello", "/reset", "", "hello", "/exit", "never read"])
+@pytest.mark.parametrize(("reset", "leave"), [("/reset", "/exit"), ("clear", "exit")])  # ours; the peers'
+def test_repl_streams_answers_keeps_history_and_obeys_commands(
+    tiny_engine: Engine, reset: str, leave: str
+) -> None:
+    lines = iter(["hello", reset, "", "hello", leave, "never read"])
     out = io.StringIO()
     params = SamplingParams(max_tokens=6)
     repl(tiny_engine, params=params, read=lambda _: next(lines), out=out)
     answer = tiny_engine.chat([{"role": "user", "content": "hello"}], params).text
     text = out.getvalue()
-    assert text.count(f"bot> {answer}\n") == 2  # the same first answer before and after /reset
+    assert text.count(f"bot> {answer}\n") == 2  # the same first answer before and after the reset
+    assert text.count("bot> ") == 2  # the commands were not sent to the model
     assert "(conversation cleared)" in text
-    assert next(lines) == "never read"  # /exit stopped reading
+    assert next(lines) == "never read"  # the exit command stopped reading
 
 
 def test_encoder_models_serve_embeddings_only(tiny_bert_dir: Path) -> None:

@@ -15,7 +15,12 @@ from typing import TextIO
 from temper.inference.engine import Engine
 from temper.inference.sampling import SamplingParams
 
-HELP_TEXT = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /exit"
+HELP_TEXT = (
+    "commands: /reset or clear (forget the conversation), /system TEXT (set the system prompt), /exit or exit"
+)
+# LLaMA-Factory's and ms-swift's chat commands are bare words: a user of theirs who types `exit` means it.
+_EXIT = ("/exit", "/quit", "exit", "quit")
+_RESET = ("/reset", "/clear", "clear")
 
 
 def conversation(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -62,9 +67,9 @@ def repl(
             return
         if not line:
             continue
-        if line in ("/exit", "/quit"):
+        if line in _EXIT:
             return
-        if line == "/reset":
+        if line in _RESET:
             history.clear()
             print("(conversation cleared)", file=out)
             continue
