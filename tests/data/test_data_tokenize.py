@@ -9,7 +9,13 @@ import pytest
 
 from temper.data.load import load_records
 from temper.data.records import ChatExample, Message, TextExample
-from temper.data.templates import prepare_tokenizer, prompt_ids, render_prompt, to_chat_dicts
+from temper.data.templates import (
+    PEER_DEFAULT_SYSTEMS,
+    prepare_tokenizer,
+    prompt_ids,
+    render_prompt,
+    to_chat_dicts,
+)
 from temper.data.tokenize import IGNORE, chat_ids, encode_chat, encode_dataset, encode_text
 from temper.errors import TemperError
 
@@ -187,9 +193,22 @@ def test_template_override_and_missing_template(tok: Any, tiny_bert_dir: Path, t
     assert "--template chatml" in str(err.value.hint)  # no template of its own: name one
     # LLaMA-Factory's template names: the model's own format (SmolLM2 writes ChatML) keeps its own template, as
     # a LLaMA-Factory YAML means it; another family's format is refused with the reason.
+    # Where LLaMA-Factory's template has its own default system prompt, that is rendered (its smollm2 ends
+    # with a period, SmolLM2's own template does not), unless a system prompt is given or the run carries one.
     own = tok.chat_template
+    user = [{"role": "user", "content": "hi"}]
     for name in ("smollm2", "qwen"):
-        assert prepare_tokenizer(tok, name).chat_template == own
+        tok.chat_template = own
+        lf_system = PEER_DEFAULT_SYSTEMS[name]
+        rendered = render_prompt(prepare_tokenizer(tok, name), user)
+        tok.chat_template = own
+        assert rendered == render_prompt(tok, [{"role": "system", "content": lf_system}, *user])
+    tok.chat_template = own
+    assert "trained by Hugging Face<|im_end|>" in render_prompt(tok, user)  # SmolLM2's own: no period
+    assert prepare_tokenizer(tok, "smollm", None).chat_template == own  # LF's smollm: no default of its own
+    run_template = prepare_tokenizer(tok, None, "Be Ember.").chat_template
+    assert prepare_tokenizer(tok, "smollm2").chat_template == run_template  # a run's --system stays
+    tok.chat_template = own
     with pytest.raises(TemperError, match="unknown template 'llama3'") as err:
         prepare_tokenizer(tok, "llama3")
     assert "writes <|start_header_id|>" in str(err.value.hint) and "another model family" in str(

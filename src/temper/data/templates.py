@@ -118,6 +118,13 @@ PEER_TEMPLATES: dict[str, str] = {
     "glm4": "<|assistant|>",
     "deepseek3": "<｜Assistant｜>",
 }
+# The default system prompt LLaMA-Factory's template of that name puts in conversations without one, where it
+# differs from the model's own (SmolLM2's own template has no final period): an adapter LLaMA-Factory trained
+# with `template: smollm2` saw this text, so the same name renders it here too.
+PEER_DEFAULT_SYSTEMS: dict[str, str] = {
+    "smollm2": "You are a helpful AI assistant named SmolLM, trained by Hugging Face.",
+    "qwen": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+}
 
 
 def prepare_tokenizer(tokenizer: Any, template: str | None = None, system: str | None = None) -> Any:
@@ -141,6 +148,12 @@ def prepare_tokenizer(tokenizer: Any, template: str | None = None, system: str |
         elif template in PEER_TEMPLATES and PEER_TEMPLATES[template] in _own_template(tokenizer):
             log.warning("template %s: this model's own chat template is that format, and is used", template)
             source = _own_template(tokenizer)
+            if (
+                system is None
+                and template in PEER_DEFAULT_SYSTEMS
+                and not source.startswith(_DEFAULT_SYSTEM_MARK)
+            ):
+                system = PEER_DEFAULT_SYSTEMS[template]  # a run's own default (its --system) stays
         else:
             own = _own_template(tokenizer)
             hint = "Pass --template chatml or a path to a Jinja chat template."
