@@ -128,11 +128,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument(
         "--input",
-        required=True,
-        help="jsonl/json/csv/parquet: messages rows, prompt rows or any training format",
+        default=None,
+        help="jsonl/json/csv/parquet: messages rows, prompt rows or any training format (required, unless MODEL "
+        "is a LLaMA-Factory predict YAML: its eval_dataset)",
     )
     parser.add_argument(
-        "--output", required=True, help="jsonl written one line per input row, in order (resumes if present)"
+        "--output",
+        default=None,
+        help="jsonl written one line per input row, in order (resumes if present); required, unless MODEL is a "
+        "LLaMA-Factory predict YAML: OUTPUT_DIR/generated_predictions.jsonl",
     )
     parser.add_argument(
         "--format", default="auto", help="input row format when not messages/prompt rows (default: auto)"
@@ -146,7 +150,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     import sys
 
+    from temper.errors import ConfigError
     from temper.inference.batch import infer_file
+    from temper.models.config_file import is_predict_config
+
+    if is_predict_config(args.model):
+        return _predict(args, raw)
+    if not args.input or not args.output:
+        raise ConfigError(
+            "temper infer needs --input (the rows to answer) and --output (the jsonl to write).",
+            hint="temper infer MODEL --input rows.jsonl --output answers.jsonl, or temper infer PREDICT.yaml "
+            "(LLaMA-Factory's do_predict YAML: eval_dataset and output_dir).",
+        )
 
     # One adapter for the whole file: folded into fp32 weights it decodes faster (Engine.load).
     with load_engine(args, max_batch_size=args.max_batch_size, merge_adapter=args.adapter is None) as engine:
@@ -164,6 +179,69 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     print(
         f"{summary.rows} rows ({summary.skipped} already done) -> {args.output}: "
         f"{summary.generated_tokens} tokens in {summary.seconds:.1f} s ({rate:.1f} tok/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# Flag -> the predict option it overrides, when given on the command line.
+_PREDICT_FLAGS = {
+    "--temperature": "temperature",
+    "--top-p": "top_p",
+    "--top-k": "top_k",
+    "--max-tokens": "max_tokens",
+    "--repetition-penalty": "repetition_penalty",
+    "--seed": "seed",
+    "--max-batch-size": "max_batch_size",
+}
+
+
+def _predict(args: argparse.Namespace, raw: Sequence[str]) -> int:
+    """LLaMA-Factory's do_predict YAML: eval_dataset answered into generated_predictions.jsonl, scored."""
+    import sys
+
+    from temper.inference.engine import Engine
+    from temper.inference.predict import predict, sampling_from
+    from temper.models.config_file import read_predict_config
+
+    config = read_predict_config(args.model)
+    for note in config.notes:
+        print(note, file=sys.stderr)
+    given = {
+        key for flag, key in _PREDICT_FLAGS.items() if any(a == flag or a.startswith(flag + "=") for a in raw)
+    }
+    overrides = {key: getattr(args, key) for key in given}
+    if "temperature" in overrides:
+        overrides["do_sample"] = True  # an explicit --temperature decides; 0 is greedy
+    overrides["stop"] = args.stop
+    options = config.options
+    unset = [k for k in options.pop("defaulted") if k not in given]
+    if not options["do_sample"] and "temperature" not in given:  # greedy: the sampling knobs do nothing
+        unset = [k for k in unset if k not in ("temperature", "top_p", "top_k")]
+    if unset:
+        shown = ", ".join(f"{k} {options[k]}" for k in unset)
+        print(f"LLaMA-Factory's defaults for what the YAML leaves unset: {shown}", file=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    batch = int(overrides.get("max_batch_size", options["max_batch_size"]))
+    with Engine.load(
+        config.ref,
+        dtype=args.dtype,
+        max_batch_size=batch,
+        template=args.template or config.template,
+        merge_adapter=args.adapter is None,
+        system=config.system,
+    ) as engine:
+        params = sampling_from(options, overrides)
+        result = predict(engine, options, params, pick_adapter(engine, args.adapter), args.output,
+                         progress=not args.no_progress)  # fmt: skip
+    shown = "  ".join(f"{k[8:]} {v:.2f}" for k, v in result.metrics.items() if k[8:] in ("bleu-4", "rouge-1",
+                      "rouge-2", "rouge-l"))  # fmt: skip
+    s = result.summary
+    print(
+        f"{s.rows} rows ({s.skipped} already done) -> {result.predictions}\n{shown} -> {result.results}",
         file=sys.stderr,
     )
     return 0

@@ -70,6 +70,15 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             hint="Remove do_train, or evaluate a run with `temper eval RUN_DIR`.",
             key="do_train",
         )
+    if key == "do_predict" and str(value).lower() in ("true", "1", "yes"):
+        raise ConfigError(
+            f"{source}: do_predict asks for predictions on eval_dataset, and `temper {verb}` trains.",
+            hint=f"Predict with temper infer {source} (its model, adapter, eval_dataset and output_dir); with "
+            "do_train too, train first (temper sft without do_predict), then predict with the run as adapter.",
+            key="do_predict",
+        )
+    if key == "do_predict":
+        return None, None, "ignored: do_predict false (training is what this verb does)"
     if key in IGNORED:
         return None, None, f"ignored: {key} ({IGNORED[key]})"
     if key == "stage":

@@ -112,3 +112,30 @@ def qa_metrics(predictions: Sequence[str], references: Sequence[str], lang: str 
         return {name: 0.0 for name in METRIC_NAMES}
     per = [sample_metrics(p, r, lang) for p, r in zip(predictions, references, strict=True)]
     return {name: sum(m[name] for m in per) / len(per) for name in METRIC_NAMES}
+
+
+def llamafactory_similarity(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """LLaMA-Factory's predict metrics (its ComputeSimilarity), so that `temper infer PREDICT.yaml` writes the
+    predict_results.json it writes: ROUGE-1/2/L F of rouge-chinese on jieba words, and BLEU-4 of nltk over
+    characters with smoothing method 3; per sample x 100, rounded to 4 places, then averaged.
+
+    These are not temper's qa_metrics (words, no smoothing, rouge-score's ROUGE-L): rouge-chinese also cuts
+    sentences and takes a summary-level ROUGE-L, so the numbers differ; the names say whose they are.
+    """
+    import jieba
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge_chinese import Rouge
+
+    jieba.setLogLevel(60)
+    scores: dict[str, list[float]] = {"rouge-1": [], "rouge-2": [], "rouge-l": [], "bleu-4": []}
+    for pred, label in zip(predictions, references, strict=True):
+        hypothesis, reference = " ".join(jieba.cut(pred)), " ".join(jieba.cut(label))
+        if not hypothesis.split() or not reference.split():
+            result = {"rouge-1": {"f": 0.0}, "rouge-2": {"f": 0.0}, "rouge-l": {"f": 0.0}}
+        else:
+            result = Rouge().get_scores(hypothesis, reference)[0]
+        for key, value in result.items():
+            scores[key].append(round(value["f"] * 100, 4))
+        bleu4 = sentence_bleu([list(label)], list(pred), smoothing_function=SmoothingFunction().method3)
+        scores["bleu-4"].append(round(bleu4 * 100, 4))
+    return {k: sum(v) / len(v) if v else 0.0 for k, v in scores.items()}

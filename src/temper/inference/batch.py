@@ -19,6 +19,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,12 +125,29 @@ def _prompt_formats() -> dict[str, Any]:
 
 
 def _from_records(path: Path, format: str) -> list[PromptRow]:  # noqa: A002
+    return dataset_prompts([str(path)], format=format)
+
+
+def dataset_prompts(
+    datasets: list[str],
+    dataset_dir: str | Path | None = None,
+    format: str = "auto",  # noqa: A002
+    max_samples: int | None = None,
+) -> list[PromptRow]:
+    """Prompt rows (with references) of data files or dataset_info names, read as training reads them."""
     from temper.data.load import load_records
     from temper.data.records import ChatExample
     from temper.data.templates import to_chat_dicts
 
     out = []
-    for rec in load_records([str(path)], format=format, converters=_prompt_formats()):
+    records = load_records(
+        datasets,
+        dataset_dir=dataset_dir,
+        format=format,
+        converters=_prompt_formats(),
+        max_samples=max_samples,
+    )
+    for rec in records:
         if not isinstance(rec, ChatExample):
             raise DataError(
                 f"{rec.source}: {type(rec).__name__} rows have no prompt to answer; expected chat rows."
@@ -185,8 +203,26 @@ def infer_file(
     progress: bool = True,
 ) -> InferSummary:
     """Answer every row of `input_path` into `output_path` (jsonl, one line per row, input order)."""
-    params = params or SamplingParams()
     rows = read_prompts(input_path, format, system)
+    return generate_rows(engine, rows, output_path, params, adapter, progress)
+
+
+Line = Callable[[int, PromptRow, str, GenEvent, str], dict[str, Any]]
+
+
+def generate_rows(
+    engine: Engine,
+    rows: list[PromptRow],
+    output_path: str | Path,
+    params: SamplingParams | None = None,
+    adapter: str | None = None,
+    progress: bool = True,
+    line: Line | None = None,
+) -> InferSummary:
+    """Answer `rows` into `output_path`, resuming after its last complete line; `line(index, row, text,
+    final event, model)` is the dict written per row (default: temper infer's own)."""
+    params = params or SamplingParams()
+    line = line or output_row
     output = Path(output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = finished_rows(output)
@@ -205,28 +241,27 @@ def infer_file(
                 next_row += 1
             index, pending = inflight.popleft()
             pending.done.wait()
-            f.write(
-                json.dumps(
-                    _output_row(index, rows[index], pending, adapter or engine.base_id), ensure_ascii=False
+            last = pending.last
+            if last is None or last.finish_reason == "error":
+                # Not written, so that a rerun (which resumes here) tries this row again.
+                raise TemperError(
+                    f"row {index + 1}: generation failed: {last.error if last else 'no result'}"
                 )
-                + "\n"
-            )
+            row = line(index, rows[index], "".join(pending.parts), last, adapter or engine.base_id)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             tokens += pending.last.completion_tokens if pending.last else 0
             advance(tokens / max(time.perf_counter() - start, 1e-9))
     return InferSummary(len(rows), done, tokens, time.perf_counter() - start)
 
 
-def _output_row(index: int, row: PromptRow, pending: _Pending, model: str) -> dict[str, Any]:
-    last = pending.last
-    if last is None or last.finish_reason == "error":
-        # Not written, so that a rerun (which resumes here) tries this row again.
-        raise TemperError(f"row {index + 1}: generation failed: {last.error if last else 'no result'}")
+def output_row(index: int, row: PromptRow, text: str, last: GenEvent, model: str) -> dict[str, Any]:
+    """One line of `temper infer`'s output."""
     out: dict[str, Any] = {
         "index": index,
         "model": model,
         "messages": row.messages,
-        "generation": "".join(pending.parts),
+        "generation": text,
         "finish_reason": last.finish_reason,
         "prompt_tokens": last.prompt_tokens,
         "completion_tokens": last.completion_tokens,

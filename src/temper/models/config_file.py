@@ -70,6 +70,46 @@ EXPORT_REFUSED: dict[str, str] = {
         "temper never uploads (it runs offline). Upload export_dir yourself: hf upload REPO_ID EXPORT_DIR.",
     ),
 }
+# LLaMA-Factory's batch-prediction YAML (`llamafactory-cli train FILE.yaml` with do_predict: true) -> the
+# options of `temper infer FILE.yaml`; unset generation keys take LLaMA-Factory's defaults (PREDICT_DEFAULTS).
+PREDICT_KEYS: dict[str, str] = {
+    "eval_dataset": "eval_dataset",
+    "dataset_dir": "dataset_dir",
+    "max_samples": "max_samples",
+    "output_dir": "output_dir",
+    "per_device_eval_batch_size": "max_batch_size",
+    "do_sample": "do_sample",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "max_new_tokens": "max_tokens",
+    "repetition_penalty": "repetition_penalty",
+    "seed": "seed",
+}
+PREDICT_DEFAULTS: dict[str, Any] = {
+    "do_sample": True,
+    "temperature": 0.95,
+    "top_p": 0.7,
+    "top_k": 50,
+    "max_tokens": 1024,
+    "repetition_penalty": 1.0,
+    "max_batch_size": 8,
+}
+PREDICT_IGNORED: dict[str, str] = {
+    "stage": "prediction is what temper infer does",
+    "do_predict": "prediction is what temper infer does",
+    "do_train": "false here; training is temper sft",
+    "predict_with_generate": "temper's predictions are always generated",
+    "cutoff_len": "prompts are not cut; one longer than the model's context is an error naming its row",
+    "overwrite_output_dir": "generated_predictions.jsonl is resumed; delete it to start over",
+    "overwrite_cache": "nothing is cached",
+    "preprocessing_num_workers": "rows are read in this process",
+    "dataloader_num_workers": "rows are read in this process",
+    "report_to": "nothing is logged during prediction",
+    "ddp_timeout": "one process",
+    "bf16": "pass --dtype",
+    "fp16": "pass --dtype",
+}
 DTYPES = {
     "float32": "fp32",
     "bfloat16": "bf16",
@@ -118,6 +158,39 @@ def read_inference_config(path: str | Path) -> ModelConfigFile:
     return _read(path, {}, IGNORED, {})
 
 
+def is_predict_config(path: str | Path) -> bool:
+    """A YAML that asks for predictions on a dataset (LLaMA-Factory's do_predict / eval_dataset)."""
+    from temper.config.base import load_yaml
+
+    return is_config_file(path) and bool({"do_predict", "eval_dataset"} & set(load_yaml(path)))
+
+
+def read_predict_config(path: str | Path) -> ModelConfigFile:
+    """The model and prediction options of a LLaMA-Factory predict YAML; options holds every PREDICT_DEFAULTS
+    key (the YAML's value, else LLaMA-Factory's default) and `defaulted`, the keys the YAML left unset."""
+    from temper.config.base import load_yaml
+
+    values = load_yaml(path)
+    if str(values.get("do_train", False)).lower() in ("true", "1", "yes"):
+        raise ConfigError(
+            f"{path}: do_train and do_predict together: temper trains and predicts in two steps.",
+            hint=f"Train with temper sft (do_train, no do_predict), then predict: temper infer {path} with "
+            "adapter_name_or_path set to the run dir.",
+            key="do_train",
+        )
+    ignored = {k: v for k, v in IGNORED.items() if k not in PREDICT_KEYS}
+    config = _read(path, PREDICT_KEYS, {**ignored, **PREDICT_IGNORED}, {}, what="prediction")
+    options = config.options
+    if not options.get("eval_dataset"):
+        raise ConfigError(
+            f"{path}: do_predict needs eval_dataset, the rows to answer.",
+            hint="eval_dataset: NAME[,NAME] (with dataset_dir) or a data file.",
+        )
+    options["defaulted"] = [k for k in PREDICT_DEFAULTS if k not in options]
+    options.update({k: v for k, v in PREDICT_DEFAULTS.items() if k not in options})
+    return config
+
+
 def read_export_config(path: str | Path) -> ModelConfigFile:
     """The model and export options of an export YAML (`llamafactory-cli export FILE.yaml`)."""
     ignored = {k: v for k, v in IGNORED.items() if k not in EXPORT_KEYS}
@@ -156,7 +229,11 @@ def _shard_size(path: str | Path, value: Any) -> str:
 
 
 def _read(
-    path: str | Path, option_keys: dict[str, str], ignored: dict[str, str], refused: dict[str, str]
+    path: str | Path,
+    option_keys: dict[str, str],
+    ignored: dict[str, str],
+    refused: dict[str, str],
+    what: str = "export",
 ) -> ModelConfigFile:
     from temper.config.base import load_yaml
     from temper.models.load import resolve_model
@@ -177,13 +254,13 @@ def _read(
         else:
             raise ConfigError(
                 f"{path}: unknown key {key!r} for a model config.",
-                hint=f"This file names the model only: {', '.join(KEYS)}"
-                + (f"; export options: {', '.join(option_keys)}" if option_keys else "")
+                hint=f"This file names the model: {', '.join(KEYS)}"
+                + (f"; {what} options: {', '.join(option_keys)}" if option_keys else "")
                 + f" (and {', '.join(ignored)}, ignored); "
                 + (
                     "the export method is a flag (--gguf, --quantize, --onnx; a merge by default)."
-                    if option_keys
-                    else "sampling options are flags (--temperature, --max-tokens, ...)."
+                    if what == "export"
+                    else "other sampling options are flags (--temperature, --max-tokens, ...)."
                 ),
                 key=str(key),
             )

@@ -1,0 +1,111 @@
+"""`temper infer PREDICT.yaml`: LLaMA-Factory's batch prediction, from the YAML it runs it with.
+
+    model_name_or_path: smollm2-135m-instruct
+    adapter_name_or_path: runs/identity
+    stage: sft
+    do_predict: true
+    predict_with_generate: true
+    eval_dataset: identity,alpaca_en_demo
+    dataset_dir: data
+    max_samples: 50
+    output_dir: runs/identity/predict
+
+Every row of eval_dataset is answered (continuous batching, resumable, in order) into
+OUTPUT_DIR/generated_predictions.jsonl, one {"prompt", "predict", "label"} line per row as LLaMA-Factory writes
+it, and its BLEU-4 / ROUGE scores go to OUTPUT_DIR/predict_results.json under its key names, computed as it
+computes them (evaluation/metrics.py: llamafactory_similarity). Generation keys the YAML leaves unset take
+LLaMA-Factory's defaults (it samples: do_sample true, temperature 0.95, top_p 0.7), and say so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temper.inference.batch import InferSummary, PromptRow, dataset_prompts, generate_rows
+from temper.inference.engine import Engine
+from temper.inference.sampling import SamplingParams
+from temper.inference.scheduler import GenEvent
+
+PREDICTIONS = "generated_predictions.jsonl"
+RESULTS = "predict_results.json"
+
+
+@dataclass
+class PredictResult:
+    summary: InferSummary
+    metrics: dict[str, float]
+    predictions: Path
+    results: Path
+
+
+def sampling_from(options: dict[str, Any], overrides: dict[str, Any]) -> SamplingParams:
+    """SamplingParams from a predict YAML's options (read_predict_config) and the flags given on top."""
+    o = {**options, **overrides}
+    greedy = not o["do_sample"] or float(o["temperature"]) == 0.0
+    return SamplingParams(
+        temperature=0.0 if greedy else float(o["temperature"]),
+        top_p=float(o["top_p"]),
+        top_k=int(o["top_k"]),
+        max_tokens=int(o["max_tokens"]),
+        repetition_penalty=float(o["repetition_penalty"]),
+        seed=o.get("seed"),
+        stop=list(o.get("stop") or []),
+    )
+
+
+def predict(
+    engine: Engine,
+    options: dict[str, Any],
+    params: SamplingParams,
+    adapter: str | None = None,
+    output: str | Path | None = None,
+    progress: bool = True,
+) -> PredictResult:
+    """Answer the YAML's eval_dataset into generated_predictions.jsonl and score it into predict_results.json."""
+    from temper.evaluation.metrics import llamafactory_similarity
+    from temper.runs import write_json_atomic
+
+    datasets = options["eval_dataset"]
+    names = datasets if isinstance(datasets, list) else str(datasets).split(",")
+    rows = dataset_prompts(names, options.get("dataset_dir"), max_samples=options.get("max_samples"))
+    predictions = Path(output) if output else Path(options.get("output_dir") or ".") / PREDICTIONS
+    tokenizer = engine.tokenizer
+
+    def line(index: int, row: PromptRow, text: str, last: GenEvent, model: str) -> dict[str, Any]:
+        prompt = tokenizer.decode(engine.chat_prompt(row.messages), skip_special_tokens=False)
+        return {"prompt": prompt, "predict": text, "label": rendered_reply(tokenizer, row)}
+
+    summary = generate_rows(engine, rows, predictions, params, adapter, progress, line)
+    written = [json.loads(x) for x in predictions.read_text(encoding="utf-8").splitlines()]
+    scores = llamafactory_similarity([r["predict"] for r in written], [r["label"] for r in written])
+    metrics = {f"predict_{k}": v for k, v in scores.items()}
+    # Of this call: a resumed run times only the rows it answered.
+    metrics["predict_runtime"] = round(summary.seconds, 4)
+    answered = summary.rows - summary.skipped
+    metrics["predict_samples_per_second"] = round(answered / max(summary.seconds, 1e-9), 3)
+    results = predictions.parent / RESULTS
+    write_json_atomic(results, metrics)
+    return PredictResult(summary, metrics, predictions, results)
+
+
+def rendered_reply(tokenizer: Any, row: PromptRow) -> str:
+    """The reference as LLaMA-Factory's label holds it: the reply as the chat template renders it after the
+    prompt, special tokens dropped (with ChatML, the reply and the newline after <|im_end|>). The reference
+    as it is when the template does not render the prompt as a prefix of the conversation."""
+    from temper.data.templates import render_prompt
+
+    if row.reference is None:
+        return ""
+    prompt = render_prompt(tokenizer, row.messages, add_generation_prompt=True)
+    full = render_prompt(
+        tokenizer,
+        [*row.messages, {"role": "assistant", "content": row.reference}],
+        add_generation_prompt=False,
+    )
+    if not full.startswith(prompt):
+        return row.reference
+    ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    return str(tokenizer.decode(ids, skip_special_tokens=True))
