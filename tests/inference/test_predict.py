@@ -91,7 +91,8 @@ def test_predict_flags_override_the_yaml_and_sampling_defaults_are_named(
 ) -> None:
     config = _predict_yaml(tmp_path, tiny_llama_dir, do_sample=True, max_new_tokens=50, seed=3)
     output = tmp_path / "mine.jsonl"
-    argv = ["infer", str(config), "--max-tokens", "2", "--temperature", "0", "--output", str(output)]
+    # ms-swift's spellings (--max_new_tokens, --result_path) are aliases of --max-tokens and --output.
+    argv = ["infer", str(config), "--max_new_tokens", "2", "--temperature", "0", "--result_path", str(output)]
     assert main([*argv, "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "LLaMA-Factory's defaults for what the YAML leaves unset: top_p 0.7, top_k 50" in err

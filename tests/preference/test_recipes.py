@@ -216,6 +216,8 @@ def test_reward_model_trains_and_scores(
     assert f"{out} is a reward model (written by temper rm)" in capsys.readouterr().err
     with pytest.raises(TemperError, match="is a reward model"):  # eval, export, sft on it: the same
         load_causal_lm(str(out))
+    assert main(["export", str(out), "--gguf", "f16", "--output-dir", str(tmp_path / "gguf")]) != 0
+    assert "is a reward model" in capsys.readouterr().err and not (tmp_path / "gguf").exists()
 
 
 def test_pair_order_follows_train_sampling_strategy(

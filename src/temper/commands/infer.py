@@ -48,16 +48,32 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, default_temperature:
         if default_temperature is not None
         else " (default: 0 with --query, 0.7 in the REPL)"
     )
+    # The peers' spellings are aliases: LLaMA-Factory's and ms-swift's max_new_tokens, ms-swift's top_p.
     parser.add_argument(
-        "--max-tokens", type=int, default=256, help="most new tokens per answer (default: 256)"
+        "--max-tokens",
+        "--max-new-tokens",
+        "--max_new_tokens",
+        type=int,
+        default=256,
+        help="most new tokens per answer (default: 256)",
     )
     parser.add_argument("--temperature", type=float, default=None, help=t_help)
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)")
     parser.add_argument(
-        "--top-k", type=int, default=0, help="sample among the k likeliest tokens (default: 0 = off)"
+        "--top-p", "--top_p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)"
     )
     parser.add_argument(
-        "--repetition-penalty", type=float, default=1.0, help="HF-style repetition penalty (default: 1.0)"
+        "--top-k",
+        "--top_k",
+        type=int,
+        default=0,
+        help="sample among the k likeliest tokens (default: 0 = off)",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        "--repetition_penalty",
+        type=float,
+        default=1.0,
+        help="HF-style repetition penalty (default: 1.0)",
     )
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
@@ -128,12 +144,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument(
         "--input",
+        "--val-dataset",
+        "--val_dataset",
         default=None,
         help="jsonl/json/csv/parquet: messages rows, prompt rows or any training format (required, unless MODEL "
         "is a LLaMA-Factory predict YAML: its eval_dataset)",
     )
     parser.add_argument(
         "--output",
+        "--result-path",
+        "--result_path",
         default=None,
         help="jsonl written one line per input row, in order (resumes if present); required, unless MODEL is a "
         "LLaMA-Factory predict YAML: OUTPUT_DIR/generated_predictions.jsonl",
@@ -142,7 +162,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", default="auto", help="input row format when not messages/prompt rows (default: auto)"
     )
     parser.add_argument("--system", default=None, help="system prompt for rows without one")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="rows decoded together (default: 16)")
+    parser.add_argument(
+        "--max-batch-size",
+        "--max_batch_size",
+        type=int,
+        default=16,
+        help="rows decoded together (default: 16)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampling_arguments(parser, default_temperature=0.0)
 
@@ -188,11 +214,17 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 _PREDICT_FLAGS = {
     "--temperature": "temperature",
     "--top-p": "top_p",
+    "--top_p": "top_p",
     "--top-k": "top_k",
+    "--top_k": "top_k",
     "--max-tokens": "max_tokens",
+    "--max-new-tokens": "max_tokens",
+    "--max_new_tokens": "max_tokens",
     "--repetition-penalty": "repetition_penalty",
+    "--repetition_penalty": "repetition_penalty",
     "--seed": "seed",
     "--max-batch-size": "max_batch_size",
+    "--max_batch_size": "max_batch_size",
 }
 
 

@@ -24,7 +24,7 @@ import torch
 from temper.errors import TemperError
 from temper.export.manifest import prepare_output_dir, write_export_manifest
 from temper.models.dtype import pick_dtype
-from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve
+from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, refuse_reward_model, resolve
 from temper.tuning import quiet_peft
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 1 + 2 = 3, and Paris is the capital of France."
@@ -77,6 +77,7 @@ def load_source(
         >>> src.info["adapters"], src.info["max_abs_logit_diff"]  # doctest: +SKIP
     """
     ref = as_ref(source)
+    refuse_reward_model(ref)  # before the causal-LM check, whose hint is for encoders
     if require_adapter:
         check_has_adapter(ref.name, ref)
     for path in ref.adapters.values():

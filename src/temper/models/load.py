@@ -287,7 +287,8 @@ def refuse_reward_model(ref: ModelRef) -> None:
     if json.loads((run_dir / RUN_MANIFEST).read_text()).get("kind") == "rm":
         raise TemperError(
             f"{ref.name} is a reward model (written by temper rm): it scores replies and does not generate.",
-            hint=f"Score replies with: temper rm-score {ref.name} --prompt 'a question' --response 'a reply'",
+            hint=f"Score replies with: temper rm-score {ref.name} --prompt 'a question' --response 'a reply' "
+            f"(temper export {ref.name} --onnx writes it with its score head).",
         )
 
 
