@@ -102,12 +102,11 @@ def test_other_tools_spellings_translate() -> None:
     )
     assert swift.model.attn_implementation == "flash_attention_2" and swift.data.val_size == 0.01
     assert [n.split(" ")[1] for n in swift.notes] == ["dataset_num_proc"]
-    # ms-swift's model_name is a [Chinese, English] pair; temper fills {{name}} with one string, and a list
-    # given for any one-value key is refused rather than kept as its repr.
-    with pytest.raises(
-        ConfigError, match=r"model_name: got \['小黄', 'Xiao Huang'\], expected a value of type str"
-    ):
-        SFTConfig.from_dict({"model_name": ["小黄", "Xiao Huang"]})
+    # ms-swift's model_name is a [Chinese, English] pair (zh rows take the first); a list given for any
+    # one-value key is refused rather than kept as its repr.
+    assert SFTConfig.from_dict({"model_name": ["小黄", "Xiao Huang"]}).data.model_name == ["小黄", "Xiao Huang"]
+    with pytest.raises(ConfigError, match=r"system: got \['a', 'b'\], expected a value of type str"):
+        SFTConfig.from_dict({"system": ["a", "b"]})
 
 
 def test_stage_must_be_what_the_verb_trains() -> None:

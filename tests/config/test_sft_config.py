@@ -33,6 +33,25 @@ def test_yaml_keys_and_flags_give_the_same_config(tmp_path: Path) -> None:
     assert from_yaml.data.dataset == ["a.json", "b.json#20"]
 
 
+def test_a_list_flag_takes_several_values_as_ms_swift_writes_them() -> None:
+    cfg = SFTConfig.from_sources(
+        None,
+        ["--dataset", "a.json#500", "b.json", "--lora_target", "q_proj", "v_proj", "--model_name", "小黄",
+         "Xiao Huang", "--model_author", "the temper team", "max_steps=3"],
+    )  # fmt: skip
+    assert cfg.data.dataset == ["a.json#500", "b.json"]  # up to the next option ...
+    assert cfg.tune.lora_target == ["q_proj", "v_proj"]
+    assert cfg.data.model_name == ["小黄", "Xiao Huang"]
+    assert cfg.data.model_author == ["the temper team"]  # ... or key=value override: max_steps=3
+    assert cfg.train.max_steps == 3
+    # Names are not cut at commas (dataset lists are: LLaMA-Factory's `dataset: a,b`).
+    assert SFTConfig.from_sources(None, ["--model-author", "Acme, Inc."]).data.model_author == ["Acme, Inc."]
+    assert SFTConfig.from_dict({"model_name": "Ember"}).data.model_name == ["Ember"]
+    with pytest.raises(ConfigError, match="model_name: got 3 values") as err:
+        SFTConfig.from_sources(None, ["--model-name", "the", "temper", "team"])
+    assert "Quote a value with spaces" in str(err.value.hint)
+
+
 def test_flags_override_the_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
     path.write_text("lora_rank: 4\nlearning_rate: 3.0e-4\n")

@@ -66,6 +66,33 @@ def test_ms_swift_self_cognition_upper_placeholders(swift: Path) -> None:
     assert first.messages[1].content.startswith("我是Ember，由Temper训练的")
 
 
+def test_two_names_fill_zh_rows_with_the_first_as_ms_swift_does(swift: Path, lf: Path) -> None:
+    path = swift / "legacy/swift/llm/data/self_cognition.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    records = load_records(
+        [str(path), str(lf / "identity.json")],
+        model_name=["小黄", "Xiao Huang"],
+        model_author=["魔搭", "ModelScope"],
+    )
+    replies = [r.messages[1].content for r in records if isinstance(r, ChatExample)]
+    tags = [row["tag"] for row in rows] + ["(none)"] * (len(replies) - len(rows))  # identity.json: untagged
+    assert len(replies) == len(rows) + 91 and "{{" not in json.dumps(replies, ensure_ascii=False)
+    for tag, reply in zip(tags, replies, strict=True):
+        if tag == "zh":
+            assert "Xiao Huang" not in reply and "ModelScope" not in reply
+        else:
+            assert "小黄" not in reply and "魔搭" not in reply
+    assert replies[0].startswith("我是小黄，由魔搭训练的")
+    assert any("Xiao Huang" in r and "ModelScope" in r for r in replies[len(rows) :])
+
+
+def test_a_hub_dataset_id_says_temper_reads_local_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        load_records(["AI-ModelScope/alpaca-gpt4-data-en#500", "swift/self-cognition#500"])
+    assert len(err.value.problems) == 2 and all("dataset id" in p for p in err.value.problems)
+    assert str(err.value.hint).count("Download it") == 1
+
+
 def test_ms_swift_query_response_with_history(swift: Path) -> None:
     path = swift / "legacy/examples/pytorch/llm/eval_example/custom_general_qa/default.jsonl"
     records = load_records([str(path)])

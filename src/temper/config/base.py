@@ -66,9 +66,10 @@ def _closest_key_hint(key: str, keys: list[str]) -> str:
     return f"Did you mean `{ALIASES.get(close[0], close[0])}`?" if close else "See --help for every key."
 
 
-def field(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:  # noqa: A002
-    """A dataclass field with a help string (mutable defaults go through default_factory)."""
-    meta = {"help": help}
+def field(default: Any = dataclasses.MISSING, help: str = "", split: bool = True, **kw: Any) -> Any:  # noqa: A002
+    """A dataclass field with a help string (mutable defaults go through default_factory); `split=False`: a
+    list field whose values are not cut at commas."""
+    meta: dict[str, Any] = {"help": help, "split": split}
     if isinstance(default, list | dict):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kw)
@@ -86,8 +87,11 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
-    """Convert a YAML/CLI value to the field's type, or raise a ConfigError that names key and value."""
+def coerce(cls_name: str, name: str, tp: Any, value: Any, split: bool = True) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise a ConfigError that names key and value.
+
+    `split` (a list field's metadata, default true): "a,b" is two items; false for values that may hold commas.
+    """
     if value is None:
         return None
     inner, is_list = _base_type(tp)
@@ -96,7 +100,7 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
         out: list[Any] = []
         for item in items:
             # "a,b" on the command line means two items, as in LLaMA-Factory's `dataset: a,b`.
-            parts = item.split(",") if isinstance(item, str) and inner is str else [item]
+            parts = item.split(",") if isinstance(item, str) and inner is str and split else [item]
             out.extend(coerce(cls_name, name, inner, p.strip() if isinstance(p, str) else p) for p in parts)
         return [x for x in out if x != ""]
     if isinstance(value, list | tuple) and len(value) == 1:
@@ -200,7 +204,7 @@ class ComposedConfig:
                 hint = RENAMED.get(key) or _closest_key_hint(key, list(keys))
                 raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
             attr, f = keys[key]
-            per_section[attr][key] = coerce(cls.__name__, key, f.type, value)
+            per_section[attr][key] = coerce(cls.__name__, key, f.type, value, f.metadata.get("split", True))
         sections = {attr: sec(**per_section[attr]) for attr, sec in cls.SECTIONS.items()}  # type: ignore[attr-defined]
         cfg = cls(**sections)
         cfg.notes = notes  # type: ignore[attr-defined]
@@ -299,9 +303,24 @@ def parse_overrides(cls: type[ComposedConfig], argv: Sequence[str]) -> dict[str,
         if field_tp is not None and _base_type(field_tp)[1]:
             values.setdefault(canon, [])
             values[canon].append(val)  # repeated --dataset accumulates
+            # ms-swift's spelling: several values after one flag (`--dataset a.json b.json`), up to the next
+            # option or key=value override.
+            while (
+                tok.startswith("--") and "=" not in tok and i < len(items) and not _is_option(items[i], keys)
+            ):
+                values[canon].append(items[i])
+                i += 1
         else:
             values[canon] = val
     return values
+
+
+def _is_option(tok: str, keys: Mapping[str, Any]) -> bool:
+    """A token that starts the next override: --flag, or key=value with a known key."""
+    if tok.startswith("--"):
+        return True
+    key = tok.split("=", 1)[0].replace("-", "_")
+    return "=" in tok and ALIASES.get(key, key) in keys
 
 
 def add_help_arguments(parser: argparse.ArgumentParser, cls: type[ComposedConfig]) -> None:

@@ -79,8 +79,18 @@ class DataCfg:
         "LLaMA-Factory's eval_dataset)",
     )
     system: str | None = field(None, help="system prompt used when a row has none")
-    model_name: str | None = field(None, help="fills {{name}} / {{NAME}} placeholders in the data")
-    model_author: str | None = field(None, help="fills {{author}} / {{AUTHOR}} placeholders in the data")
+    # Two values are ms-swift's (zh, en) pair: rows tagged zh (its self-cognition data) take the first.
+    model_name: list[str] = field(
+        [],
+        help="fills {{name}} / {{NAME}} placeholders in the data; two values (ms-swift's `--model_name 小黄 "
+        "'Xiao Huang'`): the first for rows tagged zh, the second for the others",
+        split=False,
+    )
+    model_author: list[str] = field(
+        [],
+        help="fills {{author}} / {{AUTHOR}} placeholders in the data; two values: zh rows, others",
+        split=False,
+    )
     eval_dataset: str | None = field(
         None, help="general_qa: BLEU/ROUGE of generated answers on the val split"
     )
@@ -109,6 +119,14 @@ def check_data_sizes(data: DataCfg) -> None:
     check_range("max_length", data.max_length, 8, None)
     check_range("max_samples", data.max_samples, 1, None)
     check_range("val_size", data.val_size, 0, None)
+    for key in ("model_name", "model_author"):
+        if len(getattr(data, key)) > 2:
+            raise ConfigError(
+                f"{key}: got {len(getattr(data, key))} values {getattr(data, key)}; expected one, or two (the zh "
+                "rows' and the others', as ms-swift's --model_name 小黄 'Xiao Huang').",
+                hint=f"Quote a value with spaces: --{key.replace('_', '-')} 'the temper team'.",
+                key=key,
+            )
     if data.val_dataset and data.val_size:
         raise ConfigError(
             f"val_size {data.val_size} and val_dataset {data.val_dataset} both give validation rows.",

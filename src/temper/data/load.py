@@ -54,8 +54,8 @@ def load_records(
     *,
     dataset_dir: str | Path | None = None,
     format: str = "auto",  # noqa: A002 - the user-facing key is `format`
-    model_name: str | None = None,
-    model_author: str | None = None,
+    model_name: str | Sequence[str] | None = None,
+    model_author: str | Sequence[str] | None = None,
     seed: int = 42,
     converters: Mapping[str, Format] = FORMATS,
     max_samples: int | None = None,
@@ -110,8 +110,8 @@ def load_datasets(
     *,
     dataset_dir: str | Path | None = None,
     format: str = "auto",  # noqa: A002
-    model_name: str | None = None,
-    model_author: str | None = None,
+    model_name: str | Sequence[str] | None = None,
+    model_author: str | Sequence[str] | None = None,
     seed: int = 42,
     converters: Mapping[str, Format] = FORMATS,
     max_samples: int | None = None,
@@ -124,7 +124,7 @@ def load_datasets(
     if format != "auto" and format not in converters:
         raise DataError(f"unknown format {format!r}; expected auto or one of {', '.join(converters)}")
     sources = resolve_sources(datasets, dataset_dir)
-    fill = {"name": model_name, "NAME": model_name, "author": model_author, "AUTHOR": model_author}
+    fill = _placeholder_values(model_name, model_author)
     problems: list[str] = []
     out: list[Loaded] = []
     for src in sources:
@@ -164,7 +164,7 @@ def _load_one(
     src: Source,
     fmt_name: str | None,
     converters: Mapping[str, Format],
-    fill: dict[str, str | None],
+    fill: Mapping[str, tuple[str | None, str | None]],
     problems: list[str],
 ) -> Loaded | None:
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -193,7 +193,7 @@ def _load_one(
     unfilled = 0
     first_problem = len(problems)
     for row_no, row in rows:
-        filled = _fill(row, fill)
+        filled = _fill_row(row, fill)
         unfilled += bool(_PLACEHOLDER.search(json.dumps(filled, ensure_ascii=False)))
         try:
             rec = fmt.convert(filled, src.tags)
@@ -232,6 +232,24 @@ def _rename(row: dict[str, Any], columns: Mapping[str, str], fmt: Format | None)
         if file_col in row:
             out[lf_names.get(lf_name, lf_name)] = row[file_col]
     return out
+
+
+def _placeholder_values(
+    name: str | Sequence[str] | None, author: str | Sequence[str] | None
+) -> dict[str, tuple[str | None, str | None]]:
+    """placeholder -> (value for rows tagged zh, value for the others); one value serves both (ms-swift's
+    self-cognition convention: `--model_name 小黄 'Xiao Huang'`)."""
+
+    def pair(value: str | Sequence[str] | None) -> tuple[str | None, str | None]:
+        values = [value] if isinstance(value, str) else list(value or [])
+        return (values[0], values[-1]) if values else (None, None)
+
+    return {"name": pair(name), "NAME": pair(name), "author": pair(author), "AUTHOR": pair(author)}
+
+
+def _fill_row(row: dict[str, Any], fill: Mapping[str, tuple[str | None, str | None]]) -> Any:
+    side = 0 if row.get("tag") == "zh" else 1
+    return _fill(row, {k: v[side] for k, v in fill.items()})
 
 
 def _fill(value: Any, fill: Mapping[str, str | None]) -> Any:
@@ -314,7 +332,7 @@ def resolve_sources(datasets: Sequence[str], dataset_dir: str | Path | None) -> 
             problems.append(f"{spec}: {e.message}")
             hints += [e.hint] if e.hint else []
     if problems:
-        raise DataError("cannot find the dataset(s):", problems, hint=" ".join(hints) or None)
+        raise DataError("cannot find the dataset(s):", problems, hint=" ".join(dict.fromkeys(hints)) or None)
     return sources
 
 
@@ -359,6 +377,14 @@ def _source(
                 )
             return Source(spec, candidate, limit)
     known = f" or one of the dataset_info names ({', '.join(list(info)[:12])}, ...)" if info else ""
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", name) and Path(name).suffix not in SUFFIXES:
+        # ms-swift's `--dataset AI-ModelScope/alpaca-gpt4-data-en#500`: a hub id, which offline cannot be fetched.
+        raise DataError(
+            f"no such file {name!r}: it looks like a ModelScope / Hugging Face dataset id, and temper reads "
+            "local files only (it never downloads)",
+            hint="Download it where a network is (modelscope download --dataset ID, or hf download ID --repo-type "
+            "dataset) and pass the json/jsonl/csv/parquet file, as --dataset FILE#N.",
+        )
     raise DataError(f"no such file {name!r}; expected a {'/'.join(SUFFIXES)} file{known}")
 
 
