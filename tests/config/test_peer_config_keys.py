@@ -104,7 +104,10 @@ def test_other_tools_spellings_translate() -> None:
     assert [n.split(" ")[1] for n in swift.notes] == ["dataset_num_proc"]
     # ms-swift's model_name is a [Chinese, English] pair (zh rows take the first); a list given for any
     # one-value key is refused rather than kept as its repr.
-    assert SFTConfig.from_dict({"model_name": ["小黄", "Xiao Huang"]}).data.model_name == ["小黄", "Xiao Huang"]
+    assert SFTConfig.from_dict({"model_name": ["小黄", "Xiao Huang"]}).data.model_name == [
+        "小黄",
+        "Xiao Huang",
+    ]
     with pytest.raises(ConfigError, match=r"system: got \['a', 'b'\], expected a value of type str"):
         SFTConfig.from_dict({"system": ["a", "b"]})
 

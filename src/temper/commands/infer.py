@@ -15,15 +15,66 @@ HELP = "generate answers for every row of a data file (continuous batching, resu
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
+        nargs="?",
+        default=None,
         help="bundled alias, HF dir or cached hub id, .gguf file, run dir, LoRA adapter dir, or a LLaMA-Factory "
         "inference YAML (model_name_or_path, adapter_name_or_path, template)",
+    )
+    parser.add_argument(
+        "--model", dest="model_flag", default=None, help="the same as MODEL (ms-swift's spelling)"
+    )
+    parser.add_argument(
+        "--adapters",
+        dest="adapter_dir",
+        default=None,
+        help="ms-swift's --adapters: a LoRA adapter dir (output/.../checkpoint-N); alone it is the model (its "
+        "base from its adapter_config.json), with MODEL it goes over MODEL as its base",
     )
     parser.add_argument(
         "--adapter",
         default=None,
         help="which adapter answers: 'base' or an adapter name (default: the run dir's own adapter, if any)",
     )
+    # ms-swift's `swift infer` switches that describe what temper does anyway: taken, so its lines run as they are.
+    parser.add_argument(
+        "--stream", default=None, help="ms-swift's --stream: accepted; the REPL always streams"
+    )
+    parser.add_argument(
+        "--infer-backend",
+        "--infer_backend",
+        default=None,
+        help="LLaMA-Factory's and ms-swift's backend choice: accepted; temper decodes with its own engine",
+    )
     add_load_arguments(parser)
+
+
+def model_arg(args: argparse.Namespace) -> Any:
+    """What MODEL, --model and --adapters name: a model name, or a ModelRef of an adapter over its base."""
+    from temper.errors import ConfigError
+    from temper.models.load import resolve_model
+
+    flag, adapter_dir = (
+        getattr(args, "model_flag", None),
+        getattr(args, "adapter_dir", None),
+    )  # serve has neither
+    if args.model and flag and args.model != flag:
+        raise ConfigError(f"two models: {args.model!r} and --model {flag!r}.", hint="Give the model once.")
+    model = args.model or flag
+    backend = getattr(args, "infer_backend", None)
+    if backend not in (None, "pt", "huggingface", "hf"):
+        import sys
+
+        print(f"ignored: infer_backend {backend} (temper decodes with its own engine)", file=sys.stderr)
+    if adapter_dir is None:
+        if model is None:
+            raise ConfigError(
+                "no model given.",
+                hint="Pass MODEL (an alias, a model dir, a run dir) or --adapters ADAPTER_DIR.",
+            )
+        return model
+    if model is None:
+        return adapter_dir  # an adapter dir is a model: its base comes from its adapter_config.json
+    return resolve_model(model, adapter_dir)
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,9 +152,10 @@ def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None, str |
 
     from temper.models.config_file import is_config_file, read_inference_config
 
-    if not is_config_file(args.model):
-        return args.model, args.template, None
-    config = read_inference_config(args.model)
+    model = model_arg(args)
+    if not isinstance(model, str) or not is_config_file(model):
+        return model, args.template, None
+    config = read_inference_config(model)
     for note in config.notes:
         print(note, file=sys.stderr)
     return config.ref, args.template or config.template, config.system
@@ -180,7 +232,8 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.inference.batch import infer_file
     from temper.models.config_file import is_predict_config
 
-    if is_predict_config(args.model):
+    model = model_arg(args)
+    if isinstance(model, str) and is_predict_config(model):
         return _predict(args, raw)
     if not args.input or not args.output:
         raise ConfigError(
@@ -236,7 +289,7 @@ def _predict(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.inference.predict import predict, sampling_from
     from temper.models.config_file import read_predict_config
 
-    config = read_predict_config(args.model)
+    config = read_predict_config(model_arg(args))
     for note in config.notes:
         print(note, file=sys.stderr)
     given = {
