@@ -5,6 +5,7 @@ way to do it, before anything is written."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,28 @@ def test_llamafactory_export_yaml_merges_into_export_dir(
     sharded, _ = load_causal_lm(str(flags), dtype="fp32")
     with torch.no_grad():
         assert torch.equal(sharded(input_ids=ids).logits, got)
+
+    # ms-swift's line, `swift export --adapters DIR --merge_lora true` (the base from the adapter's config, or
+    # --model), writes DIR-merged when no output dir is given.
+    ckpt = tmp_path / "checkpoint-4"
+    shutil.copytree(peer_adapter, ckpt)
+    config_file = ckpt / "adapter_config.json"
+    config_file.write_text(
+        json.dumps(
+            {**json.loads(config_file.read_text()), "base_model_name_or_path": str(tiny_bpe_llama_dir)}
+        )
+    )
+    for argv in (
+        ["--adapters", str(ckpt)],
+        ["--model", str(tiny_bpe_llama_dir), "--adapters", str(peer_adapter)],
+    ):
+        capsys.readouterr()
+        assert main(["export", *argv, "--merge_lora", "true"]) == 0
+        swift_out = Path(f"{argv[-1]}-merged")
+        assert f"output dir: {swift_out} (no --output-dir" in capsys.readouterr().err
+        swift_model, _ = load_causal_lm(str(swift_out), dtype="fp32")
+        with torch.no_grad():
+            assert torch.equal(swift_model(input_ids=ids).logits, got)
 
 
 def test_export_yaml_without_adapter_converts_with_a_method_flag(

@@ -28,16 +28,36 @@ def _shard_size(text: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
+        nargs="?",
+        default=None,
         help="run dir, LoRA adapter dir, HF dir or cached hub id, .gguf file, bundled alias, or a LLaMA-Factory "
         "export YAML (model_name_or_path, adapter_name_or_path, template, export_dir, export_size)",
     )
     parser.add_argument(
-        "--output-dir", help="directory to write (must be new or empty; default: the YAML's export_dir)"
+        "--model", dest="model_flag", default=None, help="the same as SOURCE (ms-swift's spelling)"
     )
     parser.add_argument(
-        "--adapter", help="a LoRA adapter dir over SOURCE as its base (LLaMA-Factory's adapter_name_or_path)"
+        "--output-dir",
+        "--output_dir",
+        help="directory to write (must be new or empty; default: the YAML's export_dir, or for a merge of an "
+        "adapter or run dir, that dir + '-merged', as ms-swift names it)",
+    )
+    parser.add_argument(
+        "--adapter",
+        "--adapters",
+        help="a LoRA adapter dir over SOURCE as its base (LLaMA-Factory's adapter_name_or_path, ms-swift's "
+        "adapters); without SOURCE, the adapter dir is the source",
     )
     parser.add_argument("--merge", action="store_true", help="fold the run's LoRA/DoRA adapter into the base")
+    parser.add_argument(
+        "--merge-lora",
+        "--merge_lora",
+        nargs="?",
+        const="true",
+        default=None,
+        choices=["true", "false", "True", "False"],
+        help="ms-swift's spelling of --merge (true|false)",
+    )
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument(
         "--gguf", choices=["f16", "bf16", "q8_0", "q4_0"], help="write model-TYPE.gguf + Modelfile"
@@ -73,15 +93,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _source(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict[str, Any] | None]:
     """(the model to export, its template, its default system prompt, the options of a YAML or None) for
     SOURCE and --adapter."""
+    from temper.errors import ConfigError
     from temper.models.config_file import is_config_file, read_export_config
     from temper.models.load import resolve_model
 
+    if args.source and args.model_flag and args.source != args.model_flag:
+        raise ConfigError(
+            f"two sources: {args.source!r} and --model {args.model_flag!r}.", hint="Give it once."
+        )
+    args.source = args.source or args.model_flag
+    if args.source is None:
+        if not args.adapter:
+            raise ConfigError(
+                "no source given.", hint="Pass SOURCE (a run, adapter or model dir) or --adapters DIR."
+            )
+        args.source, args.adapter = (
+            args.adapter,
+            None,
+        )  # `swift export --adapters DIR`: the adapter is the source
     if not is_config_file(args.source):
         source = resolve_model(args.source, args.adapter) if args.adapter else args.source
         return source, args.template, args.system, None
     if args.adapter:
-        from temper.errors import ConfigError
-
         raise ConfigError(
             f"--adapter with {args.source}: the file names the model and adapter.",
             hint="Set adapter_name_or_path in the file, or pass the model itself as SOURCE.",
@@ -100,6 +133,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.models.config_file import is_config_file
 
     source, template, system, options = _source(args)
+    args.merge = args.merge or str(args.merge_lora).lower() == "true"
     method = args.merge or args.gguf or args.quantize or args.onnx
     if options is not None and not method:
         if not source.adapters:
@@ -114,6 +148,13 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         check_has_adapter(source)  # the adapter is merged on the way; --merge says it must exist
     options = options or {}
     out = args.output_dir or options.get("output_dir")
+    merged_from = Path(args.adapter or args.source)
+    if not out and args.merge and not (args.gguf or args.quantize or args.onnx) and merged_from.is_dir():
+        out = f"{str(merged_from).rstrip('/')}-merged"  # ms-swift's default for `swift export --merge_lora`
+        print(
+            f"output dir: {out} (no --output-dir: the adapter dir + '-merged', as ms-swift does)",
+            file=sys.stderr,
+        )
     if not out:
         where = " or set export_dir in the file" if is_config_file(args.source) else ""
         raise ConfigError("no output dir.", hint=f"Pass --output-dir DIR{where}.")
