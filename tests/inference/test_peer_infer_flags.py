@@ -58,3 +58,46 @@ def test_a_model_given_twice_or_not_at_all(
     assert "no model given" in capsys.readouterr().err
     assert main(["chat", str(tiny_llama_dir), "--model", str(adapter_dir), "--query", "hi"]) == 2
     assert "two models" in capsys.readouterr().err
+
+
+def _serve_models(argv: list[str], key: str) -> list[str]:
+    """Start `temper serve ARGV` as a real process on a free port, return /v1/models' ids, stop it."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "temper", "serve", *argv, "--port", str(port), "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"serve exited {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
+                )
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback only
+                    return [m["id"] for m in json.load(response)["data"]]
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("serve did not answer within 120 s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_ms_swift_deploy_flags(tiny_llama_dir: Path, adapter_dir: Path) -> None:
+    # `swift deploy --model BASE --adapters lora1=DIR --api_key KEY`: the base and the named adapter are served.
+    named = ["--model", str(tiny_llama_dir), "--adapters", f"lora1={adapter_dir}", "--api_key", "k1"]
+    assert set(_serve_models([*named, "--infer_backend", "pt"], "k1")) == {tiny_llama_dir.name, "lora1"}
+    # `swift deploy --adapters DIR`: the adapter dir is the model, served under its own name beside its base.
+    assert adapter_dir.name in _serve_models(["--adapters", str(adapter_dir), "--api-key", "k2"], "k2")

@@ -14,8 +14,13 @@ HELP = "serve a model and its adapters over an OpenAI-compatible HTTP API (conti
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
+        nargs="?",
+        default=None,
         help="bundled alias, HF dir or cached hub id, .gguf file, run or adapter dir (its adapter is served too), "
         "or a LLaMA-Factory inference YAML",
+    )
+    parser.add_argument(
+        "--model", dest="model_flag", default=None, help="the same as MODEL (ms-swift's spelling)"
     )
     parser.add_argument(
         "--adapter",
@@ -24,13 +29,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=RUN_DIR",
         help="serve another LoRA adapter under NAME (repeatable)",
     )
+    parser.add_argument(
+        "--adapters",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR|DIR",
+        help="ms-swift's `swift deploy --adapters`: NAME=DIR items are --adapter's; one bare DIR is the model (or "
+        "goes over MODEL as its base)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument(
-        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: no key)"
+        "--api-key", "--api_key", default=None, help="require 'Authorization: Bearer KEY' (default: no key)"
     )
     parser.add_argument(
-        "--max-batch-size", type=int, default=16, help="requests decoded together (default: 16)"
+        "--max-batch-size",
+        "--max_batch_size",
+        type=int,
+        default=16,
+        help="requests decoded together (default: 16)",
+    )
+    parser.add_argument(
+        "--infer-backend",
+        "--infer_backend",
+        default=None,
+        help="LLaMA-Factory's and ms-swift's backend choice: accepted; temper decodes with its own engine",
     )
     parser.add_argument(
         "--max-queue",
@@ -73,10 +96,18 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    named = [a for a in args.adapters if "=" in a]
+    bare = [a for a in args.adapters if "=" not in a]
+    if len(bare) > 1:
+        raise ConfigError(
+            f"--adapters {' '.join(bare)}: one bare adapter dir is the model; name the others.",
+            hint="Write the others as NAME=DIR (served under NAME), as ms-swift's --adapters lora1=DIR does.",
+        )
+    args.adapter_dir = bare[0] if bare else None
     model, template, system = model_and_template(args)
     serve(
         model,
-        parse_adapters(args.adapter),
+        parse_adapters([*args.adapter, *named]),
         host=args.host,
         port=args.port,
         api_key=args.api_key,
