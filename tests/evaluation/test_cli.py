@@ -55,6 +55,21 @@ def test_general_mcq_cli(
     )
 
 
+def test_ms_swift_eval_line(
+    tiny_llama_dir: Path, mcq_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`swift eval --model M --eval_dataset D --eval_limit N --eval_backend Native --infer_backend pt ...`."""
+    args = json.dumps({"general_mcq": {"local_path": str(mcq_dir), "subset_list": ["example"]}})
+    out = tmp_path / "evals"
+    argv = ["--model", str(tiny_llama_dir), "--eval_dataset", "general_mcq", "--eval_limit", "2",
+            "--eval_backend", "Native", "--infer_backend", "pt", "--dataset_args", args]  # fmt: skip
+    assert main(["eval", *argv, "--output-dir", str(out), *COMMON]) == 0
+    err = capsys.readouterr().err
+    assert "ignored: eval_backend" in err and "ignored: infer_backend" in err
+    report = json.loads((only_dir(out, "eval-general_mcq-") / "report.json").read_text())
+    assert [r["num"] for r in report["rows"]] == [2, 2]  # --eval_limit is --limit
+
+
 def test_bad_data_is_a_row_level_error(
     tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from temper.config.base import add_help_arguments
@@ -42,5 +43,9 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 
     yaml_path, overrides = split_positionals(raw)
     cfg = EvalConfig.from_sources(yaml_path, overrides)
+    for (
+        note
+    ) in cfg.notes:  # peer keys read but unused (`ignored: eval_backend (...)`), as training prints them
+        print(note, file=sys.stderr)
     evaluate(cfg)
     return 0

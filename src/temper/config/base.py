@@ -51,6 +51,7 @@ ALIASES: dict[str, str] = {
     "target_modules": "lora_target",  # peft's and ms-swift's name
     "split_dataset_ratio": "val_size",  # ms-swift's name
     "default_system": "system",  # LLaMA-Factory's name: the system prompt of rows without one
+    "eval_limit": "limit",  # ms-swift's `swift eval --eval_limit N`
 }
 
 # Keys that other tools (or transformers 4) spell with another meaning: no alias can carry the value over, so

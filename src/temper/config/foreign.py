@@ -38,6 +38,8 @@ IGNORED: dict[str, str] = {
     "dataset_num_proc": "rows are converted and tokenized in the training process",
     "load_from_cache_file": "temper keeps no cache of preprocessed data; each run tokenizes its rows",
     "add_version": "temper writes into output_dir itself, without a v0-<time> subfolder",
+    "infer_backend": "temper decodes with its own engine",
+    "eval_backend": "temper scores with its own evaluators (EvalScope's definitions, see docs/eval.md)",
 }
 
 # LLaMA-Factory's `stage` -> the temper verbs that train it (its stage dpo covers its pref_loss variants).
