@@ -114,9 +114,9 @@ def _peer_adapter(tiny_llama_dir: Path, out: Path) -> Path:
     return out
 
 
-def _answer(model: Path | str, capsys: pytest.CaptureFixture[str]) -> str:
+def _answer(model: Path | str, capsys: pytest.CaptureFixture[str], *flags: str) -> str:
     capsys.readouterr()
-    assert main(["chat", str(model), "--query", "Who are you?", "--max-tokens", "8"]) == 0
+    assert main(["chat", str(model), "--query", "Who are you?", "--max-tokens", "8", *flags]) == 0
     return capsys.readouterr().out
 
 
@@ -227,8 +227,11 @@ def test_a_llamafactory_config_continues_its_adapter_over_model_name_or_path(
 def test_a_llamafactory_inference_config_is_the_model_of_chat_and_serve(
     tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    from temper.data.templates import PEER_DEFAULT_SYSTEMS
+
     adapter = _peer_adapter(tiny_llama_dir, tmp_path / "saves" / "sft")
-    expected = _answer(adapter, capsys)
+    # LLaMA-Factory's smollm2 template is this model's format with its own default system prompt.
+    expected = _answer(adapter, capsys, "--system", PEER_DEFAULT_SYSTEMS["smollm2"])
     # As `llamafactory-cli chat` reads it: the base from model_name_or_path (the adapter's own config names a
     # path that is not here), the adapter over it, LLaMA-Factory's template name for this model's format.
     cfg = json.loads((adapter / "adapter_config.json").read_text())
@@ -246,10 +249,19 @@ def test_a_llamafactory_inference_config_is_the_model_of_chat_and_serve(
     assert out.out == expected
     assert "ignored: infer_backend" in out.err and "ignored: trust_remote_code" in out.err
     assert "template smollm2: this model's own chat template is that format" in caplog.text  # a log line
+    # Its generation keys (LLaMA-Factory's generating_args) are the sampling where no flag is given.
+    plain = infer.read_text()
+    infer.write_text(plain + "do_sample: false\nmax_new_tokens: 3\ntop_p: 0.5\n")
+    assert main(["chat", str(infer), "--query", "Who are you?"]) == 0
+    three = capsys.readouterr().out
+    assert main(["chat", str(infer), "--query", "Who are you?", "--max_new_tokens", "8"]) == 0
+    assert capsys.readouterr().out == expected != three  # the flag over the file's max_new_tokens
+    assert expected.startswith(three.rstrip("\n"))
     # A key that would change the answers and is not read here is refused, not dropped.
-    infer.write_text(infer.read_text() + "temperature: 0.9\n")
+    infer.write_text(plain + "num_beams: 4\n")
     assert main(["chat", str(infer), "--query", "hi"]) != 0
-    assert "unknown key 'temperature'" in capsys.readouterr().err
-    # export reads the same file (tests/export/test_peer_export_config.py), and refuses the same key.
+    assert "unknown key 'num_beams'" in capsys.readouterr().err
+    # export reads the same file (tests/export/test_peer_export_config.py), and refuses sampling keys.
+    infer.write_text(plain + "temperature: 0.9\n")
     assert main(["export", str(infer), "--merge", "--output-dir", str(tmp_path / "m")]) != 0
     assert "unknown key 'temperature'" in capsys.readouterr().err and not (tmp_path / "m").exists()

@@ -9,6 +9,7 @@ from temper.commands.infer import (
     add_model_arguments,
     add_sampling_arguments,
     load_engine,
+    model_and_template,
     pick_adapter,
     sampling,
 )
@@ -26,11 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.inference.chat import answer_once, repl
 
-    # --query is greedy unless told otherwise (scriptable and deterministic); the REPL samples a little.
+    resolved = model_and_template(args)
+    # --query is greedy unless told otherwise (scriptable and deterministic); the REPL samples a little. A chat
+    # YAML's generation keys (temperature, max_new_tokens, ...) apply where no flag is given.
     default_t = 0.0 if args.query is not None else 0.7
-    params = sampling(args, default_temperature=default_t)
+    params = sampling(args, default_t, resolved[3], raw)
     # One adapter for the whole session: folded into fp32 weights it decodes faster (Engine.load).
-    with load_engine(args, max_batch_size=1, merge_adapter=args.adapter is None) as engine:
+    with load_engine(args, resolved, max_batch_size=1, merge_adapter=args.adapter is None) as engine:
         adapter = pick_adapter(engine, args.adapter)
         if args.query is not None:
             print(answer_once(engine, args.query, args.system, params, adapter))

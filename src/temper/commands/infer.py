@@ -130,51 +130,79 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, default_temperature:
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
-def sampling(args: argparse.Namespace, default_temperature: float = 0.0) -> Any:
+def given_flags(raw: Sequence[str]) -> set[str]:
+    """The sampling options (by dest) given on the command line, under any of their spellings."""
+    return {
+        key
+        for flag, key in _SAMPLING_FLAGS.items()
+        if any(a == flag or a.startswith(flag + "=") for a in raw)
+    }
+
+
+def sampling(
+    args: argparse.Namespace,
+    default_temperature: float = 0.0,
+    options: dict[str, Any] | None = None,
+    raw: Sequence[str] = (),
+) -> Any:
+    """SamplingParams from the flags; `options` (a chat YAML's generation keys) fill what no flag gives."""
     from temper.inference.sampling import SamplingParams
 
-    t = default_temperature if args.temperature is None else args.temperature
+    given, options = given_flags(raw), options or {}
+
+    def pick(key: str) -> Any:
+        return getattr(args, key) if key in given or key not in options else options[key]
+
+    if "temperature" in given or args.temperature is not None:
+        t = args.temperature
+    elif "temperature" in options or "do_sample" in options:
+        sample = str(options.get("do_sample", True)).lower() in ("true", "1", "yes")
+        t = float(options.get("temperature", 0.95)) if sample else 0.0  # 0.95: LLaMA-Factory's default
+    else:
+        t = default_temperature
     return SamplingParams(
         temperature=t,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_tokens=args.max_tokens,
+        top_p=float(pick("top_p")),
+        top_k=int(pick("top_k")),
+        max_tokens=int(pick("max_tokens")),
         stop=list(args.stop),
         seed=args.seed,
-        repetition_penalty=args.repetition_penalty,
+        repetition_penalty=float(pick("repetition_penalty")),
     )
 
 
-def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None, str | None]:
+def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict[str, Any]]:
     """The MODEL argument and --template, or what a LLaMA-Factory inference YAML given as MODEL names (its
-    template unless --template says otherwise, and its default_system)."""
+    template unless --template says otherwise, its default_system, and its generation keys)."""
     import sys
 
     from temper.models.config_file import is_config_file, read_inference_config
 
     model = model_arg(args)
     if not isinstance(model, str) or not is_config_file(model):
-        return model, args.template, None
+        return model, args.template, None, {}
     config = read_inference_config(model)
     for note in config.notes:
         print(note, file=sys.stderr)
-    return config.ref, args.template or config.template, config.system
+    return config.ref, args.template or config.template, config.system, config.options
 
 
 def load_engine(
     args: argparse.Namespace,
+    resolved: tuple[Any, str | None, str | None, dict[str, Any]],
     max_batch_size: int = 16,
     adapters: dict[str, str] | None = None,
     max_queue: int = 256,
     merge_adapter: bool = False,
 ) -> Any:
+    """The Engine of `resolved` (model_and_template's answer)."""
     import torch
 
     from temper.inference.engine import Engine
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, template, system = model_and_template(args)
+    model, template, system, _ = resolved
     return Engine.load(
         model,
         adapters,
@@ -243,12 +271,16 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         )
 
     # One adapter for the whole file: folded into fp32 weights it decodes faster (Engine.load).
-    with load_engine(args, max_batch_size=args.max_batch_size, merge_adapter=args.adapter is None) as engine:
+    resolved = model_and_template(args)
+    params = sampling(args, 0.0, resolved[3], raw)
+    with load_engine(
+        args, resolved, max_batch_size=args.max_batch_size, merge_adapter=args.adapter is None
+    ) as engine:
         summary = infer_file(
             engine,
             args.input,
             args.output,
-            sampling(args, 0.0),
+            params,
             pick_adapter(engine, args.adapter),
             args.system,
             args.format,
@@ -263,8 +295,8 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     return 0
 
 
-# Flag -> the predict option it overrides, when given on the command line.
-_PREDICT_FLAGS = {
+# Flag -> the YAML option (chat generation keys, predict options) it overrides when given on the command line.
+_SAMPLING_FLAGS = {
     "--temperature": "temperature",
     "--top-p": "top_p",
     "--top_p": "top_p",
@@ -292,9 +324,7 @@ def _predict(args: argparse.Namespace, raw: Sequence[str]) -> int:
     config = read_predict_config(model_arg(args))
     for note in config.notes:
         print(note, file=sys.stderr)
-    given = {
-        key for flag, key in _PREDICT_FLAGS.items() if any(a == flag or a.startswith(flag + "=") for a in raw)
-    }
+    given = given_flags(raw)
     overrides = {key: getattr(args, key) for key in given}
     if "temperature" in overrides:
         overrides["do_sample"] = True  # an explicit --temperature decides; 0 is greedy

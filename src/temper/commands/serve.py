@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from temper.commands.infer import add_load_arguments
@@ -104,7 +105,9 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
             hint="Write the others as NAME=DIR (served under NAME), as ms-swift's --adapters lora1=DIR does.",
         )
     args.adapter_dir = bare[0] if bare else None
-    model, template, system = model_and_template(args)
+    model, template, system, generation = model_and_template(args)
+    for key in generation:  # a request carries its own sampling; the server's defaults are flags
+        print(f"ignored: {key} (each request sets its own sampling)", file=sys.stderr)
     serve(
         model,
         parse_adapters([*args.adapter, *named]),

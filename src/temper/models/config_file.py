@@ -86,6 +86,13 @@ PREDICT_KEYS: dict[str, str] = {
     "repetition_penalty": "repetition_penalty",
     "seed": "seed",
 }
+# The generation keys of LLaMA-Factory's chat YAML (its generating_args): the sampling of `temper chat|infer
+# FILE.yaml` when no flag says otherwise.
+GENERATION_KEYS: dict[str, str] = {
+    k: v
+    for k, v in PREDICT_KEYS.items()
+    if v in ("do_sample", "temperature", "top_p", "top_k", "max_tokens", "repetition_penalty")
+}
 PREDICT_DEFAULTS: dict[str, Any] = {
     "do_sample": True,
     "temperature": 0.95,
@@ -154,8 +161,9 @@ class ModelConfigFile:
 
 
 def read_inference_config(path: str | Path) -> ModelConfigFile:
-    """The model an inference YAML (`llamafactory-cli chat|api FILE.yaml`) names."""
-    return _read(path, {}, IGNORED, {})
+    """The model an inference YAML (`llamafactory-cli chat|api FILE.yaml`) names, and its generation keys
+    (GENERATION_KEYS, by temper's names) in options."""
+    return _read(path, GENERATION_KEYS, IGNORED, {}, what="sampling")
 
 
 def is_predict_config(path: str | Path) -> bool:
@@ -260,7 +268,7 @@ def _read(
                 + (
                     "the export method is a flag (--gguf, --quantize, --onnx; a merge by default)."
                     if what == "export"
-                    else "other sampling options are flags (--temperature, --max-tokens, ...)."
+                    else "other options are flags (--stop, --seed, ...)."
                 ),
                 key=str(key),
             )
