@@ -47,6 +47,10 @@ def test_a_list_flag_takes_several_values_as_ms_swift_writes_them() -> None:
     # Names are not cut at commas (dataset lists are: LLaMA-Factory's `dataset: a,b`).
     assert SFTConfig.from_sources(None, ["--model-author", "Acme, Inc."]).data.model_author == ["Acme, Inc."]
     assert SFTConfig.from_dict({"model_name": "Ember"}).data.model_name == ["Ember"]
+    # A config file is never one of the values: it goes first, and the error says so.
+    with pytest.raises(ConfigError, match="unexpected argument 'cfg.yaml'") as err:
+        SFTConfig.from_sources(None, ["--dataset", "a.json", "b.json", "cfg.yaml"])
+    assert "The config file goes first: temper sft cfg.yaml" in str(err.value.hint)
     with pytest.raises(ConfigError, match="model_name: got 3 values") as err:
         SFTConfig.from_sources(None, ["--model-name", "the", "temper", "team"])
     assert "Quote a value with spaces" in str(err.value.hint)

@@ -297,7 +297,7 @@ def parse_overrides(cls: type[ComposedConfig], argv: Sequence[str]) -> dict[str,
             key, val = tok.split("=", 1)
         else:
             raise ConfigError(
-                f"unexpected argument {tok!r}.", hint="Options look like --key value or key=value."
+                f"unexpected argument {tok!r}.", hint=_bare_hint(tok, getattr(cls, "VERB", "VERB"))
             )
         canon = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
         field_tp = keys[canon][1].type if canon in keys else None
@@ -305,15 +305,25 @@ def parse_overrides(cls: type[ComposedConfig], argv: Sequence[str]) -> dict[str,
             values.setdefault(canon, [])
             values[canon].append(val)  # repeated --dataset accumulates
             # ms-swift's spelling: several values after one flag (`--dataset a.json b.json`), up to the next
-            # option or key=value override.
+            # option or key=value override; a config file is never a value (it goes first: _bare_hint).
             while (
-                tok.startswith("--") and "=" not in tok and i < len(items) and not _is_option(items[i], keys)
+                tok.startswith("--")
+                and "=" not in tok
+                and i < len(items)
+                and not _is_option(items[i], keys)
+                and not items[i].endswith((".yaml", ".yml"))
             ):
                 values[canon].append(items[i])
                 i += 1
         else:
             values[canon] = val
     return values
+
+
+def _bare_hint(tok: str, verb: str) -> str:
+    if tok.endswith((".yaml", ".yml")):
+        return f"The config file goes first: temper {verb} {tok} --key value."
+    return "Options look like --key value or key=value."
 
 
 def _is_option(tok: str, keys: Mapping[str, Any]) -> bool:
