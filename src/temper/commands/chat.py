@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     # --query is greedy unless told otherwise (scriptable and deterministic); the REPL samples a little. A chat
     # YAML's generation keys (temperature, max_new_tokens, ...) apply where no flag is given.
     default_t = 0.0 if args.query is not None else 0.7
-    params = sampling(args, default_t, resolved[3], raw)
+    params = sampling(args, default_t, resolved[3])
     # One adapter for the whole session: folded into fp32 weights it decodes faster (Engine.load).
     with load_engine(args, resolved, max_batch_size=1, merge_adapter=args.adapter is None) as engine:
         adapter = pick_adapter(engine, args.adapter)

@@ -43,9 +43,8 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 
     yaml_path, overrides = split_positionals(raw)
     cfg = EvalConfig.from_sources(yaml_path, overrides)
-    for (
-        note
-    ) in cfg.notes:  # peer keys read but unused (`ignored: eval_backend (...)`), as training prints them
+    # Peer keys read but unused (`ignored: eval_backend (...)`), printed as training prints them.
+    for note in cfg.notes:
         print(note, file=sys.stderr)
     evaluate(cfg)
     return 0

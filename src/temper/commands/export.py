@@ -93,24 +93,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _source(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict[str, Any] | None]:
     """(the model to export, its template, its default system prompt, the options of a YAML or None) for
     SOURCE and --adapter."""
+    from temper.commands.infer import one_model
     from temper.errors import ConfigError
     from temper.models.config_file import is_config_file, read_export_config
     from temper.models.load import resolve_model
 
-    if args.source and args.model_flag and args.source != args.model_flag:
-        raise ConfigError(
-            f"two sources: {args.source!r} and --model {args.model_flag!r}.", hint="Give it once."
-        )
-    args.source = args.source or args.model_flag
-    if args.source is None:
-        if not args.adapter:
-            raise ConfigError(
-                "no source given.", hint="Pass SOURCE (a run, adapter or model dir) or --adapters DIR."
-            )
-        args.source, args.adapter = (
-            args.adapter,
-            None,
-        )  # `swift export --adapters DIR`: the adapter is the source
+    # `swift export --adapters DIR`: the adapter dir alone is the source.
+    args.source, args.adapter = one_model(
+        args.source,
+        args.model_flag,
+        args.adapter,
+        what="source",
+        hint="Pass SOURCE (a run, adapter or model dir) or --adapters DIR.",
+    )
     if not is_config_file(args.source):
         source = resolve_model(args.source, args.adapter) if args.adapter else args.source
         return source, args.template, args.system, None

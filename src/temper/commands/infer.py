@@ -48,33 +48,41 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_load_arguments(parser)
 
 
+def one_model(
+    positional: str | None, flag: str | None, adapter: str | None, what: str = "model", hint: str = ""
+) -> tuple[str, str | None]:
+    """(model, adapter dir over it) from the positional MODEL, --model and ms-swift's --adapters: the two
+    spellings of the model must agree, and an adapter dir alone is the model (its base from its
+    adapter_config.json). Shared by chat, infer, serve and export."""
+    from temper.errors import ConfigError
+
+    if positional and flag and positional != flag:
+        raise ConfigError(f"two {what}s: {positional!r} and --model {flag!r}.", hint=f"Give the {what} once.")
+    model = positional or flag
+    if model is None:
+        if adapter is None:
+            raise ConfigError(f"no {what} given.", hint=hint)
+        return adapter, None
+    return model, adapter
+
+
 def model_arg(args: argparse.Namespace) -> Any:
     """What MODEL, --model and --adapters name: a model name, or a ModelRef of an adapter over its base."""
-    from temper.errors import ConfigError
     from temper.models.load import resolve_model
 
-    flag, adapter_dir = (
-        getattr(args, "model_flag", None),
-        getattr(args, "adapter_dir", None),
-    )  # serve has neither
-    if args.model and flag and args.model != flag:
-        raise ConfigError(f"two models: {args.model!r} and --model {flag!r}.", hint="Give the model once.")
-    model = args.model or flag
     backend = getattr(args, "infer_backend", None)
     if backend not in (None, "pt", "huggingface", "hf"):
         import sys
 
         print(f"ignored: infer_backend {backend} (temper decodes with its own engine)", file=sys.stderr)
-    if adapter_dir is None:
-        if model is None:
-            raise ConfigError(
-                "no model given.",
-                hint="Pass MODEL (an alias, a model dir, a run dir) or --adapters ADAPTER_DIR.",
-            )
-        return model
-    if model is None:
-        return adapter_dir  # an adapter dir is a model: its base comes from its adapter_config.json
-    return resolve_model(model, adapter_dir)
+    # serve has no --model flag of this parser's; its --adapters sets adapter_dir itself
+    model, adapter = one_model(
+        args.model,
+        getattr(args, "model_flag", None),
+        getattr(args, "adapter_dir", None),
+        hint="Pass MODEL (an alias, a model dir, a run dir) or --adapters ADAPTER_DIR.",
+    )
+    return resolve_model(model, adapter) if adapter else model
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,55 +113,56 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, default_temperature:
         "--max-new-tokens",
         "--max_new_tokens",
         type=int,
-        default=256,
+        default=None,
         help="most new tokens per answer (default: 256)",
     )
     parser.add_argument("--temperature", type=float, default=None, help=t_help)
     parser.add_argument(
-        "--top-p", "--top_p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)"
+        "--top-p", "--top_p", type=float, default=None, help="nucleus sampling mass (default: 1.0 = off)"
     )
     parser.add_argument(
         "--top-k",
         "--top_k",
         type=int,
-        default=0,
+        default=None,
         help="sample among the k likeliest tokens (default: 0 = off)",
     )
     parser.add_argument(
         "--repetition-penalty",
         "--repetition_penalty",
         type=float,
-        default=1.0,
+        default=None,
         help="HF-style repetition penalty (default: 1.0)",
     )
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
-def given_flags(raw: Sequence[str]) -> set[str]:
-    """The sampling options (by dest) given on the command line, under any of their spellings."""
-    return {
-        key
-        for flag, key in _SAMPLING_FLAGS.items()
-        if any(a == flag or a.startswith(flag + "=") for a in raw)
-    }
+# The defaults of the sampling flags, whose parser default is None so that "given" is visible: a YAML's
+# generation keys fill what no flag gives, and only then these.
+SAMPLING_DEFAULTS: dict[str, Any] = {"max_tokens": 256, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The sampling (and batch) options given on the command line, by dest."""
+    keys = ("temperature", "seed", "max_batch_size", *SAMPLING_DEFAULTS)
+    return {k for k in keys if getattr(args, k, None) is not None}
 
 
 def sampling(
-    args: argparse.Namespace,
-    default_temperature: float = 0.0,
-    options: dict[str, Any] | None = None,
-    raw: Sequence[str] = (),
+    args: argparse.Namespace, default_temperature: float = 0.0, options: dict[str, Any] | None = None
 ) -> Any:
-    """SamplingParams from the flags; `options` (a chat YAML's generation keys) fill what no flag gives."""
+    """SamplingParams from the flags; `options` (a chat or predict YAML's generation keys) fill what no flag
+    gives, then SAMPLING_DEFAULTS."""
     from temper.inference.sampling import SamplingParams
 
-    given, options = given_flags(raw), options or {}
+    options = options or {}
 
     def pick(key: str) -> Any:
-        return getattr(args, key) if key in given or key not in options else options[key]
+        given = getattr(args, key)
+        return given if given is not None else options.get(key, SAMPLING_DEFAULTS.get(key))
 
-    if "temperature" in given or args.temperature is not None:
+    if args.temperature is not None:
         t = args.temperature
     elif "temperature" in options or "do_sample" in options:
         sample = str(options.get("do_sample", True)).lower() in ("true", "1", "yes")
@@ -166,19 +175,22 @@ def sampling(
         top_k=int(pick("top_k")),
         max_tokens=int(pick("max_tokens")),
         stop=list(args.stop),
-        seed=args.seed,
+        seed=pick("seed"),
         repetition_penalty=float(pick("repetition_penalty")),
     )
 
 
-def model_and_template(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict[str, Any]]:
-    """The MODEL argument and --template, or what a LLaMA-Factory inference YAML given as MODEL names (its
-    template unless --template says otherwise, its default_system, and its generation keys)."""
+def model_and_template(
+    args: argparse.Namespace, model: Any = None
+) -> tuple[Any, str | None, str | None, dict[str, Any]]:
+    """The MODEL argument (`model`: model_arg's answer, when the caller has it) and --template, or what a
+    LLaMA-Factory inference YAML given as MODEL names (its template unless --template says otherwise, its
+    default_system, and its generation keys)."""
     import sys
 
     from temper.models.config_file import is_config_file, read_inference_config
 
-    model = model_arg(args)
+    model = model_arg(args) if model is None else model
     if not isinstance(model, str) or not is_config_file(model):
         return model, args.template, None, {}
     config = read_inference_config(model)
@@ -246,8 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batch-size",
         "--max_batch_size",
         type=int,
-        default=16,
-        help="rows decoded together (default: 16)",
+        default=None,
+        help="rows decoded together (default: 16, or a predict YAML's per_device_eval_batch_size)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampling_arguments(parser, default_temperature=0.0)
@@ -262,7 +274,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 
     model = model_arg(args)
     if isinstance(model, str) and is_predict_config(model):
-        return _predict(args, raw)
+        return _predict(args, model)
     if not args.input or not args.output:
         raise ConfigError(
             "temper infer needs --input (the rows to answer) and --output (the jsonl to write).",
@@ -271,11 +283,10 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         )
 
     # One adapter for the whole file: folded into fp32 weights it decodes faster (Engine.load).
-    resolved = model_and_template(args)
-    params = sampling(args, 0.0, resolved[3], raw)
-    with load_engine(
-        args, resolved, max_batch_size=args.max_batch_size, merge_adapter=args.adapter is None
-    ) as engine:
+    resolved = model_and_template(args, model)
+    params = sampling(args, 0.0, resolved[3])
+    batch = 16 if args.max_batch_size is None else args.max_batch_size
+    with load_engine(args, resolved, max_batch_size=batch, merge_adapter=args.adapter is None) as engine:
         summary = infer_file(
             engine,
             args.input,
@@ -295,40 +306,18 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     return 0
 
 
-# Flag -> the YAML option (chat generation keys, predict options) it overrides when given on the command line.
-_SAMPLING_FLAGS = {
-    "--temperature": "temperature",
-    "--top-p": "top_p",
-    "--top_p": "top_p",
-    "--top-k": "top_k",
-    "--top_k": "top_k",
-    "--max-tokens": "max_tokens",
-    "--max-new-tokens": "max_tokens",
-    "--max_new_tokens": "max_tokens",
-    "--repetition-penalty": "repetition_penalty",
-    "--repetition_penalty": "repetition_penalty",
-    "--seed": "seed",
-    "--max-batch-size": "max_batch_size",
-    "--max_batch_size": "max_batch_size",
-}
-
-
-def _predict(args: argparse.Namespace, raw: Sequence[str]) -> int:
+def _predict(args: argparse.Namespace, path: str) -> int:
     """LLaMA-Factory's do_predict YAML: eval_dataset answered into generated_predictions.jsonl, scored."""
     import sys
 
     from temper.inference.engine import Engine
-    from temper.inference.predict import predict, sampling_from
+    from temper.inference.predict import predict
     from temper.models.config_file import read_predict_config
 
-    config = read_predict_config(model_arg(args))
+    config = read_predict_config(path)
     for note in config.notes:
         print(note, file=sys.stderr)
-    given = given_flags(raw)
-    overrides = {key: getattr(args, key) for key in given}
-    if "temperature" in overrides:
-        overrides["do_sample"] = True  # an explicit --temperature decides; 0 is greedy
-    overrides["stop"] = args.stop
+    given = given_options(args)
     options = config.options
     unset = [k for k in options.pop("defaulted") if k not in given]
     if not options["do_sample"] and "temperature" not in given:  # greedy: the sampling knobs do nothing
@@ -340,7 +329,7 @@ def _predict(args: argparse.Namespace, raw: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    batch = int(overrides.get("max_batch_size", options["max_batch_size"]))
+    batch = int(options["max_batch_size"] if args.max_batch_size is None else args.max_batch_size)
     with Engine.load(
         config.ref,
         dtype=args.dtype,
@@ -349,7 +338,7 @@ def _predict(args: argparse.Namespace, raw: Sequence[str]) -> int:
         merge_adapter=args.adapter is None,
         system=config.system,
     ) as engine:
-        params = sampling_from(options, overrides)
+        params = sampling(args, 0.0, options)  # an explicit --temperature decides; 0 is greedy
         result = predict(engine, options, params, pick_adapter(engine, args.adapter), args.output,
                          progress=not args.no_progress)  # fmt: skip
     shown = "  ".join(f"{k[8:]} {v:.2f}" for k, v in result.metrics.items() if k[8:] in ("bleu-4", "rouge-1",

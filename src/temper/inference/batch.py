@@ -250,7 +250,7 @@ def generate_rows(
             row = line(index, rows[index], "".join(pending.parts), last, adapter or engine.base_id)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
-            tokens += pending.last.completion_tokens if pending.last else 0
+            tokens += last.completion_tokens
             advance(tokens / max(time.perf_counter() - start, 1e-9))
     return InferSummary(len(rows), done, tokens, time.perf_counter() - start)
 

@@ -41,21 +41,6 @@ class PredictResult:
     results: Path
 
 
-def sampling_from(options: dict[str, Any], overrides: dict[str, Any]) -> SamplingParams:
-    """SamplingParams from a predict YAML's options (read_predict_config) and the flags given on top."""
-    o = {**options, **overrides}
-    greedy = not o["do_sample"] or float(o["temperature"]) == 0.0
-    return SamplingParams(
-        temperature=0.0 if greedy else float(o["temperature"]),
-        top_p=float(o["top_p"]),
-        top_k=int(o["top_k"]),
-        max_tokens=int(o["max_tokens"]),
-        repetition_penalty=float(o["repetition_penalty"]),
-        seed=o.get("seed"),
-        stop=list(o.get("stop") or []),
-    )
-
-
 def predict(
     engine: Engine,
     options: dict[str, Any],
