@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from temper.data.formats import FORMATS, Format, RowError, detect_format
+from temper.data.placeholders import PLACEHOLDER, fill_row, placeholder_values
 from temper.data.readers import SUFFIXES, read_rows
 from temper.data.records import Record
 from temper.errors import DataError
 
 log = logging.getLogger(__name__)
-_PLACEHOLDER = re.compile(r"\{\{(name|author|NAME|AUTHOR)\}\}")
 T = TypeVar("T")
 
 
@@ -124,7 +124,7 @@ def load_datasets(
     if format != "auto" and format not in converters:
         raise DataError(f"unknown format {format!r}; expected auto or one of {', '.join(converters)}")
     sources = resolve_sources(datasets, dataset_dir)
-    fill = _placeholder_values(model_name, model_author)
+    fill = placeholder_values(model_name, model_author)
     problems: list[str] = []
     out: list[Loaded] = []
     for src in sources:
@@ -193,8 +193,8 @@ def _load_one(
     unfilled = 0
     first_problem = len(problems)
     for row_no, row in rows:
-        filled = _fill_row(row, fill)
-        unfilled += bool(_PLACEHOLDER.search(json.dumps(filled, ensure_ascii=False)))
+        filled = fill_row(row, fill)
+        unfilled += bool(PLACEHOLDER.search(json.dumps(filled, ensure_ascii=False)))
         try:
             rec = fmt.convert(filled, src.tags)
         except RowError as e:
@@ -232,37 +232,6 @@ def _rename(row: dict[str, Any], columns: Mapping[str, str], fmt: Format | None)
         if file_col in row:
             out[lf_names.get(lf_name, lf_name)] = row[file_col]
     return out
-
-
-def _placeholder_values(
-    name: str | Sequence[str] | None, author: str | Sequence[str] | None
-) -> dict[str, tuple[str | None, str | None]]:
-    """placeholder -> (value for rows tagged zh, value for the others); one value serves both (ms-swift's
-    self-cognition convention: `--model_name 小黄 'Xiao Huang'`)."""
-
-    def pair(value: str | Sequence[str] | None) -> tuple[str | None, str | None]:
-        values = [value] if isinstance(value, str) else list(value or [])
-        return (values[0], values[-1]) if values else (None, None)
-
-    return {"name": pair(name), "NAME": pair(name), "author": pair(author), "AUTHOR": pair(author)}
-
-
-def _fill_row(row: dict[str, Any], fill: Mapping[str, tuple[str | None, str | None]]) -> Any:
-    side = 0 if row.get("tag") == "zh" else 1
-    return _fill(row, {k: v[side] for k, v in fill.items()})
-
-
-def _fill(value: Any, fill: Mapping[str, str | None]) -> Any:
-    """Replace {{name}}/{{author}}/{{NAME}}/{{AUTHOR}} in every string of a row; unknown values stay as-is."""
-    if isinstance(value, str):
-        if "{{" not in value:
-            return value
-        return _PLACEHOLDER.sub(lambda m: fill.get(m.group(1)) or m.group(0), value)
-    if isinstance(value, dict):
-        return {k: _fill(v, fill) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, fill) for v in value]
-    return value
 
 
 def sample(records: list[T], limit: int | None, seed: int) -> list[T]:
