@@ -132,6 +132,15 @@ def run_variants(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     model, _ = load_int8(work / "int8")
     size = (work / "int8" / "model-int8.safetensors").stat().st_size
     rows.append(measure("int8 (temper)", "torch int8 kernel", model, tok, size, prompts, n))
+    for method in [m for m in args.bnb.split(",") if m]:  # bitsandbytes, where its runtime works here
+        from temper.export.quantize import quantize_external
+        from temper.models.load import load_causal_lm
+
+        out = work / method
+        quantize_external(args.source, out, method)
+        model, _ = load_causal_lm(str(out))
+        size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+        rows.append(measure(method, "bitsandbytes", model, tok, size, prompts, n))
     for qtype in args.gguf.split(","):
         out = work / f"gguf-{qtype}"
         export_gguf(args.source, out, qtype)
@@ -164,6 +173,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--gguf", default="f16,q8_0,q4_0")
+    ap.add_argument("--bnb", default="bnb-4bit,bnb-8bit", help="bitsandbytes exports ('' for none)")
     ap.add_argument("--llama-cpp-python", default=sys.executable, help="interpreter with llama_cpp")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -3,6 +3,7 @@ in temper are named once, and values temper cannot honour are refused with what 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,48 @@ def test_validation_rows_from_their_own_files(shared_data: Path) -> None:
     assert "val_dataset: alpaca_en_demo" in str(err.value.hint)
     with pytest.raises(ConfigError, match="both give validation rows"):
         PreferenceConfig.for_verb("dpo", None, ["--val-size", "2", "--val-dataset", "p.json"])
+
+
+def test_peer_methods_temper_lacks_are_refused_unless_off() -> None:
+    for key, value in (("use_galore", True), ("use_badam", True), ("use_llama_pro", True),
+                       ("rope_scaling", "linear"), ("sequence_parallel_size", 2), ("init_weights", "pissa")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"{key}: .*not in temper|{key}: .*temper") as err:
+            SFTConfig.from_dict({key: value}, source="lf.yaml")
+        assert err.value.hint and key in err.value.hint, key
+    cfg = SFTConfig.from_dict({"use_galore": False, "sequence_parallel_size": 1, "use_unsloth": True})
+    assert [n.split(" ")[1] for n in cfg.notes] == ["use_galore", "sequence_parallel_size", "use_unsloth"]
+    assert cfg.to_dict() == SFTConfig.from_dict({}).to_dict()
+
+
+def test_peer_spellings_of_qlora_and_labelling_translate() -> None:
+    from temper.tuning import qlora_config
+
+    # LLaMA-Factory's examples/train_qlora/llama3_lora_sft_bnb_npu.yaml, its quantization keys
+    lf = SFTConfig.from_dict(
+        {"quantization_bit": 4, "quantization_method": "bnb", "double_quantization": False}
+    )
+    assert (lf.tune.quantization, lf.tune.double_quantization, lf.tune.quantization_type) == (
+        "4bit",
+        False,
+        "nf4",
+    )
+    swift = SFTConfig.from_sources(None, ["--quant_bits", "4", "--quant_method", "bnb", "--bnb_4bit_quant_type",
+                                          "fp4", "--bnb_4bit_use_double_quant", "true"])  # fmt: skip
+    assert (swift.tune.quantization, swift.tune.quantization_type, swift.tune.double_quantization) == (
+        "4bit", "fp4", True)  # fmt: skip
+    if importlib.util.find_spec("bitsandbytes"):
+        bnb = qlora_config(lf.tune, "fp32")
+        assert bnb.load_in_4bit and not bnb.bnb_4bit_use_double_quant and bnb.bnb_4bit_quant_type == "nf4"
+    assert qlora_config(SFTConfig.from_dict({}).tune, "fp32") is None
+    with pytest.raises(ConfigError, match="quantization_bit: got 3"):
+        SFTConfig.from_dict({"quantization_bit": 3})
+    with pytest.raises(ConfigError, match="quant_method: got 'hqq'"):
+        SFTConfig.from_dict({"quant_method": "hqq"})
+    # LLaMA-Factory checkpoints activations unless told not to; ms-swift's loss_scale names what is labelled
+    assert SFTConfig.from_dict({"disable_gradient_checkpointing": False}).train.gradient_checkpointing
+    assert not SFTConfig.from_dict({"disable_gradient_checkpointing": True}).train.gradient_checkpointing
+    assert SFTConfig.from_dict({"loss_scale": "last_round"}).data.mask_history
+    assert SFTConfig.from_dict({"loss_scale": "all"}).data.train_on_prompt
+    assert SFTConfig.from_dict({"loss_scale": "default"}).to_dict() == SFTConfig.from_dict({}).to_dict()
+    with pytest.raises(ConfigError, match="loss_scale: got 'ignore_empty_think'"):
+        SFTConfig.from_dict({"loss_scale": "ignore_empty_think"})

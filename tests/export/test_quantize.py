@@ -74,6 +74,26 @@ def test_missing_quantization_runtimes_are_clear_errors(lora_run: Path, tmp_path
     assert not (tmp_path / "hqq").exists() and not (tmp_path / "bnb").exists()
 
 
+def test_bnb_4bit_export_loads_back_quantized_and_generates(lora_run: Path, tmp_path: Path) -> None:
+    """bitsandbytes' CPU backend (0.49+) runs the 4-bit export and its model here, as `make test` installs it."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from temper.export.quantize import quantize_external
+    from temper.models.load import load_causal_lm
+
+    out = tmp_path / "bnb4"
+    assert quantize_external(lora_run, out, "bnb-4bit")["method"] == "bnb-4bit"
+    model, tok = load_causal_lm(str(out))
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 2 * 7
+    src = load_source(lora_run)
+    # NF4 moves the logits, but the model is the same one: perplexity on text stays near the float model's
+    assert _ppl(model, tok, TEXT) < 1.5 * _ppl(src.model, src.tokenizer, TEXT)
+    ids = tok("Who are you?", return_tensors="pt").input_ids
+    assert (
+        model.generate(input_ids=ids, max_new_tokens=4, min_new_tokens=4, do_sample=False).shape[1]
+        == ids.shape[1] + 4
+    )
+
+
 def test_int8_linear_runs_on_a_weight_at_an_unaligned_address() -> None:
     """Weights read from safetensors can start at any byte; the AVX-512 kernel segfaulted on those."""
     n, k = 576, 576

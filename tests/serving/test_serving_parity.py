@@ -159,7 +159,8 @@ def test_folding_an_adapter_keeps_the_logits_and_leaves_two_adapters_alone(adapt
 
     from peft import PeftModel
 
-    from temper.models.load import fold_single_adapter, load_causal_lm, resolve
+    from temper.models.adapters import fold_single_adapter
+    from temper.models.load import load_causal_lm, resolve
 
     unmerged, _ = load_causal_lm(resolve(str(adapter_run)), dtype="fp32")
     folded = fold_single_adapter(copy.deepcopy(unmerged))

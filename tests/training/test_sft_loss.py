@@ -46,6 +46,39 @@ def test_sft_loss_normalises_by_global_token_count(tiny_llama_dir: Path) -> None
     assert torch.allclose(scaled, mean / 2, atol=1e-6)
 
 
+def test_dft_weights_each_token_loss_by_its_detached_probability(tiny_llama_dir: Path) -> None:
+    """DFT as LLaMA-Factory's dft_loss_func computes it from the model's full logits: sum(ce * exp(-ce)) / n,
+    with exp(-ce) a constant in the gradient."""
+    model = apply_tuning(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32), TuneCfg(lora_rank=4)
+    )
+    batch = _batch(model.config.vocab_size)
+    dft, metrics = sft_loss(model, batch, dft=True)
+    dft.backward()
+    ours = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    ce = torch.nn.functional.cross_entropy(
+        logits[targets.ne(-100)], targets[targets.ne(-100)], reduction="none"
+    )
+    expected = (ce * torch.exp(-ce).detach()).mean()
+    expected.backward()
+    theirs = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.allclose(dft, expected, atol=1e-6) and dft < ce.mean()
+    assert metrics["ce_loss"] == pytest.approx(ce.mean().item(), abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, theirs, strict=True))
+    # not the gradient of the same expression with the weights differentiated
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    ce = torch.nn.functional.cross_entropy(
+        logits[targets.ne(-100)], targets[targets.ne(-100)], reduction="none"
+    )
+    (ce * torch.exp(-ce)).mean().backward()
+    undetached = [p.grad for p in model.parameters() if p.requires_grad]
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, undetached, strict=True))
+
+
 @pytest.mark.parametrize("tuning", ["lora", "full"])
 def test_under_mixed_precision_only_the_last_hidden_state_is_taken(tiny_llama_dir: Path, tuning: str) -> None:
     """Under accelerate's bf16 mixed precision (the Trainer's), the final hidden states are the decoder's own

@@ -49,6 +49,12 @@ ALIASES: dict[str, str] = {
     "resume_from_checkpoint": "resume",
     "threads": "num_threads",
     "target_modules": "lora_target",  # peft's and ms-swift's name
+    "lorap_lr_ratio": "loraplus_lr_ratio",  # ms-swift's name
+    "enable_dft_loss": "use_dft_loss",  # ms-swift's name
+    "interleave_prob": "interleave_probs",  # ms-swift's name
+    "modules_to_save": "additional_target",  # peft's and ms-swift's name
+    "bnb_4bit_quant_type": "quantization_type",  # ms-swift's (and transformers') name
+    "bnb_4bit_use_double_quant": "double_quantization",  # ms-swift's (and transformers') name
     "split_dataset_ratio": "val_size",  # ms-swift's name
     "default_system": "system",  # LLaMA-Factory's name: the system prompt of rows without one
     "eval_limit": "limit",  # ms-swift's `swift eval --eval_limit N`
@@ -101,7 +107,7 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any, split: bool = True) ->
         out: list[Any] = []
         for item in items:
             # "a,b" on the command line means two items, as in LLaMA-Factory's `dataset: a,b`.
-            parts = item.split(",") if isinstance(item, str) and inner is str and split else [item]
+            parts = item.split(",") if isinstance(item, str) and inner in (str, float) and split else [item]
             out.extend(coerce(cls_name, name, inner, p.strip() if isinstance(p, str) else p) for p in parts)
         return [x for x in out if x != ""]
     if isinstance(value, list | tuple) and len(value) == 1:

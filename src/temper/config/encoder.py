@@ -54,6 +54,19 @@ class EncoderTuneCfg(TuneCfg):
         help="ULMFiT-style: epoch 1 trains only the head, each later epoch unfreezes one more top layer",
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pissa_init:
+            raise ConfigError(
+                "pissa_init: classify and embed start LoRA as peft's default.", key="pissa_init"
+            )
+        if self.quantization:
+            raise ConfigError(
+                f"quantization {self.quantization}: classify and embed train unquantized weights.",
+                hint="Remove --quantization (QLoRA is for the causal-LM verbs: sft, dpo, kto, orpo, simpo).",
+                key="quantization",
+            )
+
 
 @dataclass
 class EncoderTrainCfg(TrainCfg):

@@ -30,6 +30,7 @@ IGNORED: dict[str, str] = {
     "dataloader_num_workers": "batches are cut from rows tokenized up front, in the training process",
     "plot_loss": "temper always writes loss.png into the run directory",
     "ddp_timeout": "the launcher's default collective timeout applies",
+    "pissa_convert": "temper always saves a PiSSA adapter converted to a plain LoRA over the original base",
     "include_num_input_tokens_seen": "temper counts trained tokens itself (tokens/s, the manifest)",
     "save_only_model": "checkpoints keep the optimizer state so that --resume auto continues the same curve",
     "eval_strategy": "temper evaluates every eval_steps, or once per epoch, whenever there is validation data "
@@ -41,6 +42,69 @@ IGNORED: dict[str, str] = {
     "infer_backend": "temper decodes with its own engine",
     "eval_backend": "temper scores with its own evaluators (EvalScope's definitions, see docs/eval.md)",
 }
+
+# Peer keys for methods temper does not have: harmless at their "off" values (named once, like IGNORED), and a
+# ConfigError when they ask for the method. key -> (off values, what is missing, what to do instead).
+_OPTIMIZER = (
+    "Train with the Trainer's optimizers (--optim adamw_torch_fused, adafactor, adamw_8bit, ...); to save "
+    "memory, train LoRA (the default) or QLoRA (--quantization 4bit)"
+)
+UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "use_galore": (("false",), "the GaLore optimizer is not in temper", _OPTIMIZER),
+    "use_apollo": (("false",), "the APOLLO optimizer is not in temper", _OPTIMIZER),
+    "use_badam": (("false",), "the BAdam optimizer is not in temper", _OPTIMIZER),
+    "use_adam_mini": (("false",), "the Adam-mini optimizer is not in temper", _OPTIMIZER),
+    "use_muon": (("false",), "the Muon optimizer is not in temper", _OPTIMIZER),
+    "use_llama_pro": (
+        ("false",),
+        "LLaMA Pro (training the inserted blocks of an expanded model) is not in temper",
+        "Freeze tuning trains chosen layers: --tuning freeze --freeze-trainable-layers N",
+    ),
+    "shift_attn": (
+        ("false",),
+        "LongLoRA's shifted sparse attention is not in temper",
+        "Train long rows with --gradient-checkpointing",
+    ),
+    "rope_scaling": (
+        ("none",),
+        "temper trains a model with the RoPE settings of its config.json",
+        "Set rope_scaling in the model directory's config.json to extend its context",
+    ),
+    "create_new_adapter": (
+        ("false",),
+        "temper continues the adapter of adapter_name_or_path",
+        "For a new adapter over it, merge first (temper export RUN --merge --output-dir DIR) and train on DIR",
+    ),
+    "new_special_tokens": (
+        ("none", ""),
+        "temper does not add tokens to a tokenizer while training",
+        "Add them to the model directory's tokenizer, and resize its embeddings, before training",
+    ),
+    "resize_vocab": (
+        ("false",),
+        "temper does not resize a model's vocabulary while training",
+        "Resize the embeddings in the model directory before training",
+    ),
+    "sequence_parallel_size": (
+        ("1",),
+        "temper has no sequence parallelism",
+        "Train long rows with --gradient-checkpointing, or DeepSpeed ZeRO-3 with offload (--deepspeed "
+        "zero3_offload)",
+    ),
+    "freeze_parameters_ratio": (
+        ("0", "0.0"),
+        "temper freezes by layers, not by a ratio of parameters",
+        "Train the last N layers: --tuning freeze --freeze-trainable-layers N",
+    ),
+    "init_weights": (
+        ("true",),
+        "temper's LoRA starts as peft's default (B = 0), or from PiSSA; other initialisations are not in temper",
+        "For PiSSA write pissa_init: true (pissa_iter: -1 for the full SVD, as init_weights: pissa)",
+    ),
+    "lora_bias": (("none", "false"), "temper's LoRA layers have no bias of their own", ""),
+}
+# Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
+KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel")
 
 # LLaMA-Factory's `stage` -> the temper verbs that train it (its stage dpo covers its pref_loss variants).
 STAGES: dict[str, tuple[str, ...]] = {
@@ -83,6 +147,54 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
         return None, None, "ignored: do_predict false (training is what this verb does)"
     if key in IGNORED:
         return None, None, f"ignored: {key} ({IGNORED[key]})"
+    if key in UNSUPPORTED:
+        off, missing, instead = UNSUPPORTED[key]
+        if value is None or str(value).strip().lower() in off:
+            return None, None, f"ignored: {key} {value} (off: the default)"
+        raise ConfigError(
+            f"{source}: {key}: {value!r}: {missing}.",
+            hint=f"{instead}; or remove {key}." if instead else f"Remove {key}.",
+            key=key,
+        )
+    if key in KERNELS:
+        return (
+            None,
+            None,
+            (
+                f"ignored: {key} (another project's fused kernels: the same computation; temper's own fused loss "
+                "head and RMSNorm run on CPU)"
+            ),
+        )
+    if key == "disable_gradient_checkpointing":  # LLaMA-Factory's: its runs checkpoint unless this is true
+        return "gradient_checkpointing", str(value).lower() not in ("true", "1", "yes"), None
+    if key in ("quantization_bit", "quant_bits"):  # LLaMA-Factory's and ms-swift's QLoRA bits
+        if value is None or str(value).lower() == "none":
+            return None, None, None
+        if str(value) not in ("4", "8"):
+            raise ConfigError(
+                f"{source}: {key}: got {value!r}; temper's QLoRA quantizes to 4 or 8 bits (bitsandbytes).",
+                hint=f"Write {key}: 4 (NF4) or 8.",
+                key=key,
+            )
+        return "quantization", f"{value}bit", None
+    if key in ("quantization_method", "quant_method"):
+        if str(value).lower() in ("bnb", "bitsandbytes", "none"):
+            return None, None, None  # bitsandbytes is temper's (only) training-time quantization
+        raise ConfigError(
+            f"{source}: {key}: got {value!r}; temper's QLoRA quantizes with bitsandbytes (bnb) only.",
+            hint=f"Write {key}: bnb, or remove it.",
+            key=key,
+        )
+    if key == "loss_scale":  # ms-swift's: which tokens of a conversation are labelled
+        labelled = {"default": None, "last_round": "mask_history", "all": "train_on_prompt"}
+        if str(value) not in labelled:
+            raise ConfigError(
+                f"{source}: loss_scale: got {value!r}; temper labels by default (every reply), last_round "
+                "(mask_history) or all (train_on_prompt).",
+                key="loss_scale",
+            )
+        target = labelled[str(value)]
+        return (target, True, None) if target else (None, None, None)
     if key == "stage":
         stage = str(value)
         verbs = STAGES.get(stage)
@@ -110,6 +222,14 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
                 key=key,
             )
         return "attn_implementation", table[str(value)], None
+    if key == "stopping_strategy":  # ms-swift's: how interleave_prob's interleaving stops
+        table = {"first_exhausted": "interleave_under", "all_exhausted": "interleave_over"}
+        if str(value) not in table:
+            raise ConfigError(
+                f"{source}: stopping_strategy: got {value!r}, expected first_exhausted or all_exhausted.",
+                key="stopping_strategy",
+            )
+        return "mix_strategy", table[str(value)], None
     if key == "neat_packing":  # LLaMA-Factory's packing without cross-sample attention: temper's only kind
         return "packing", value, None
     return key, value, None

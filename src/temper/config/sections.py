@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
+from temper.data.mix import check_mix
 from temper.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -72,6 +73,15 @@ class DataCfg:
     mask_history: bool = field(
         False, help="label only the last assistant reply of each conversation; earlier ones are context"
     )
+    mix_strategy: str | None = field(
+        None,
+        help="several datasets: concat (the default), interleave_under (rows alternate, or are drawn with "
+        "interleave_probs, until one dataset runs out) or interleave_over (until every dataset is used whole, "
+        "repeating the small ones); with interleave_probs alone, interleave_under",
+    )
+    interleave_probs: list[float] = field(
+        [], help="interleaving: the chance of each dataset (in --dataset order) to give the next row; sum 1"
+    )
     val_size: float = field(0.0, help="fraction (<1) or number (>=1) of rows held out for validation")
     val_dataset: list[str] = field(
         [],
@@ -119,6 +129,9 @@ def check_data_sizes(data: DataCfg) -> None:
     check_range("max_length", data.max_length, 8, None)
     check_range("max_samples", data.max_samples, 1, None)
     check_range("val_size", data.val_size, 0, None)
+    if data.mix_strategy is None:
+        data.mix_strategy = "interleave_under" if data.interleave_probs else "concat"
+    check_mix(data.mix_strategy, data.interleave_probs)
     for key in ("model_name", "model_author"):
         if len(getattr(data, key)) > 2:
             raise ConfigError(
@@ -146,8 +159,36 @@ class TuneCfg:
     )
     use_rslora: bool = field(False, help="rank-stabilised LoRA scaling (alpha / sqrt(r))")
     use_dora: bool = field(False, help="weight-decomposed LoRA (DoRA)")
-    freeze_trainable_layers: int = field(2, help="with tuning=freeze: how many last layers train")
+    freeze_trainable_layers: int = field(
+        2, help="with tuning=freeze: how many last layers train (negative: the first ones)"
+    )
+    freeze_trainable_modules: list[str] = field(
+        ["all"],
+        help="with tuning=freeze: the parts of those layers that train: all, or names (self_attn,mlp)",
+    )
+    freeze_extra_modules: list[str] = field(
+        [], help="with tuning=freeze: modules outside the layers that train too (embed_tokens, norm, lm_head)"
+    )
+    additional_target: list[str] = field(
+        [],
+        help="with tuning=lora: modules trained in full and saved in the adapter (e.g. embed_tokens,lm_head); "
+        "peft's and ms-swift's modules_to_save",
+    )
     quantization: str | None = field(None, help="QLoRA base weights: 4bit or 8bit (needs bitsandbytes)")
+    quantization_type: str = field("nf4", help="QLoRA 4bit data type: nf4 or fp4")
+    double_quantization: bool = field(True, help="QLoRA 4bit: quantize the quantization constants too")
+    loraplus_lr_ratio: float | None = field(
+        None,
+        help="LoRA+: the B matrices learn at learning_rate x this (the paper suggests 16; then halve the "
+        "learning rate); ms-swift's lorap_lr_ratio",
+    )
+    loraplus_lr_embedding: float = field(1e-6, help="LoRA+: learning rate of LoRA layers on embeddings")
+    pissa_init: bool = field(
+        False,
+        help="PiSSA: LoRA starts from each weight's principal singular vectors (the frozen base keeps the "
+        "residual); the saved adapter is converted to a plain LoRA over the original base, of rank 2 x lora_rank",
+    )
+    pissa_iter: int = field(16, help="PiSSA: fast-SVD iterations (-1: the full SVD)")
 
     def __post_init__(self) -> None:
         if self.lora_target == ["all"]:  # LLaMA-Factory's spelling of all-linear
@@ -156,6 +197,26 @@ class TuneCfg:
         check_range("lora_rank", self.lora_rank, 1, None)
         check_range("lora_dropout", self.lora_dropout, 0, 1)
         check_choice("quantization", self.quantization, [None, "4bit", "8bit"])
+        check_choice("quantization_type", self.quantization_type, ["nf4", "fp4"])
+        if self.loraplus_lr_ratio is not None and self.loraplus_lr_ratio <= 0:
+            raise ConfigError(
+                f"loraplus_lr_ratio: got {self.loraplus_lr_ratio!r}, expected a positive ratio (1 is plain LoRA).",
+                key="loraplus_lr_ratio",
+            )
+        if self.pissa_init and (self.tuning != "lora" or self.quantization or self.use_dora):
+            raise ConfigError(
+                f"pissa_init: PiSSA initialises plain LoRA on float weights; here tuning={self.tuning}, "
+                f"quantization={self.quantization}, use_dora={self.use_dora}.",
+                hint="Use --tuning lora without --quantization and --use-dora, or remove --pissa-init.",
+                key="pissa_init",
+            )
+        check_range("pissa_iter", self.pissa_iter, -1, None)
+        if self.loraplus_lr_ratio is not None and self.tuning != "lora":
+            raise ConfigError(
+                f"loraplus_lr_ratio: LoRA+ sets the learning rate of LoRA's B matrices, and tuning is {self.tuning}.",
+                hint="Use --tuning lora, or remove --loraplus-lr-ratio.",
+                key="loraplus_lr_ratio",
+            )
 
 
 # The Trainer's `train_sampling_strategy` values temper's SFT rows support (batch_rebalance is data-parallel only).
@@ -253,6 +314,19 @@ class TrainCfg:
 
 
 @dataclass
+class SFTTrainCfg(TrainCfg):
+    use_dft_loss: bool = field(
+        False,
+        help="DFT (dynamic fine-tuning): each label token's loss weighted by the model's own probability of it "
+        "(not differentiated); LLaMA-Factory's use_dft_loss, ms-swift's enable_dft_loss",
+    )
+    compute_accuracy: bool = field(
+        False,
+        help="evaluation also reports eval_accuracy: the share of label tokens the model predicts (argmax)",
+    )
+
+
+@dataclass
 class DistCfg:
     nproc: int = field(1, help="processes on this node (>1 launches through torchrun: DDP by default)")
     nnodes: int = field(1, help="number of machines")
@@ -279,9 +353,9 @@ class SFTConfig(ComposedConfig):
     """Configuration of `temper sft` (see `temper sft --help`)."""
 
     VERB = "sft"
-    SECTIONS = {"model": ModelCfg, "data": DataCfg, "tune": TuneCfg, "train": TrainCfg, "dist": DistCfg}
+    SECTIONS = {"model": ModelCfg, "data": DataCfg, "tune": TuneCfg, "train": SFTTrainCfg, "dist": DistCfg}
     model: ModelCfg
     data: DataCfg
     tune: TuneCfg
-    train: TrainCfg
+    train: SFTTrainCfg
     dist: DistCfg

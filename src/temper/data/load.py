@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from temper.data.formats import FORMATS, Format, RowError, detect_format
+from temper.data.mix import mix
 from temper.data.placeholders import PLACEHOLDER, fill_row, placeholder_values
 from temper.data.readers import SUFFIXES, read_rows
 from temper.data.records import Record
@@ -59,8 +60,11 @@ def load_records(
     seed: int = 42,
     converters: Mapping[str, Format] = FORMATS,
     max_samples: int | None = None,
+    mix_strategy: str = "concat",
+    interleave_probs: Sequence[float] = (),
 ) -> list[Record]:
-    """Read, convert and validate datasets; several datasets are concatenated in the given order.
+    """Read, convert and validate datasets; several datasets are concatenated in the given order, or
+    interleaved (data/mix.py: LLaMA-Factory's mix_strategy, seeded by `seed`).
 
     `converters` is the format registry (preference/KTO recipes pass their own). Raises DataError listing
     every problem of every file.
@@ -77,7 +81,7 @@ def load_records(
         converters=converters,
         max_samples=max_samples,
     )
-    return [r for item in loaded for r in item.records]
+    return mix([item.records for item in loaded], mix_strategy, interleave_probs, seed)
 
 
 def load_config_records(data: Any, seed: int, converters: Mapping[str, Format] = FORMATS) -> list[Record]:
@@ -91,6 +95,8 @@ def load_config_records(data: Any, seed: int, converters: Mapping[str, Format] =
         seed=seed,
         converters=converters,
         max_samples=data.max_samples,
+        mix_strategy=data.mix_strategy,
+        interleave_probs=data.interleave_probs,
     )
 
 

@@ -94,7 +94,8 @@ def score_model(
 
 
 def _load(cfg: EvalConfig, name: str) -> tuple[Any, Any, Any]:
-    from temper.models.load import fold_single_adapter, load_causal_lm, resolve_model
+    from temper.models.adapters import fold_single_adapter
+    from temper.models.load import load_causal_lm, resolve_model
 
     # The config's adapter goes with its model; a --compare model is taken as it is.
     ref = resolve_model(name, cfg.model.adapter if name == cfg.model.model else None)

@@ -225,6 +225,24 @@ def _bnb_works_here(bits: int) -> str | None:
     return None
 
 
+def bnb_training_config(
+    kind: str, compute_dtype: torch.dtype, quant_type: str = "nf4", double: bool = True
+) -> Any:
+    """The quantized base of a QLoRA run (TuneCfg.quantization 4bit or 8bit), as LLaMA-Factory's and ms-swift's
+    QLoRA defaults: NF4 with double quantization, computing in the run's dtype; or LLM.int8()."""
+    from transformers import BitsAndBytesConfig
+
+    check_quantization_backend(kind)
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
 def check_quantization_backend(kind: str) -> None:
     """Raise a TemperError naming what is missing when `kind` (4bit/8bit/bnb-4bit/bnb-8bit/hqq-4bit) cannot run.
 
@@ -269,7 +287,8 @@ def quantize_external(
 ) -> dict[str, Any]:
     """bitsandbytes / HQQ through transformers' quantization configs: merge, reload quantized, save_pretrained.
 
-    Only runs where `check_quantization_backend(method)` passes (not on this project's CPU CI).
+    Only runs where `check_quantization_backend(method)` passes: bitsandbytes 0.49+ has a CPU backend (make test
+    installs it), HQQ needs its package.
     """
     import tempfile
 

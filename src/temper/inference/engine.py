@@ -107,18 +107,13 @@ class Engine:
         `template` overrides the chat template (a built-in name or a Jinja file), as in training, and `system`
         becomes the default system prompt of conversations without one (training's --system).
         `merge_adapter`: when a run dir's own adapter is the only one and the weights are fp32, fold it into
-        them (models/load.py: fold_single_adapter) and serve that under the adapter's name; the base model is
+        them (models/adapters.py: fold_single_adapter) and serve that under the adapter's name; the base model is
         then not available. For callers that use that one adapter throughout (chat, infer).
         """
         from temper.data.templates import prepare_tokenizer
+        from temper.models.adapters import fold_single_adapter
         from temper.models.heads import is_decoder, load_encoder, read_pooling
-        from temper.models.load import (
-            ModelRef,
-            fold_single_adapter,
-            load_causal_lm,
-            refuse_reward_model,
-            resolve,
-        )
+        from temper.models.load import ModelRef, load_causal_lm, refuse_reward_model, resolve
 
         ref = model if isinstance(model, ModelRef) else resolve(str(model))
         refuse_reward_model(ref)  # its score head would be dropped: it would load as an embedder

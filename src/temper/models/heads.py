@@ -67,7 +67,7 @@ def load_sequence_classifier(
     )
     model.config.pad_token_id = tok.pad_token_id
     if ref.adapters:  # a LoRA classify run: the adapter also carries the trained head (modules_to_save)
-        from temper.models.load import attach_adapters
+        from temper.models.adapters import attach_adapters
 
         model = attach_adapters(model, ref.adapters)
     return model, tok
@@ -155,7 +155,7 @@ def load_encoder(name: str | Path | ModelRef, dtype: str = "fp32") -> tuple[Any,
     src = ref.run_dir if ref.kind == "run" and ref.run_dir and not ref.adapters else ref.path
     model = AutoModel.from_pretrained(src, local_files_only=True, dtype=pick_dtype(dtype))
     if ref.adapters:
-        from temper.models.load import attach_adapters
+        from temper.models.adapters import attach_adapters
 
         model = attach_adapters(model, ref.adapters).merge_and_unload()
     return model.eval(), tok

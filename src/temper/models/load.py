@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from temper.errors import ConfigError, ModelNotFoundError, TemperError
+from temper.models.adapters import attach_adapters, continue_lora
 from temper.models.config_file import config_not_model, is_config_file, use_swift_template
 from temper.models.dtype import pick_dtype
 from temper.models.gguf import cache_dir, gguf_to_hf_dir
-from temper.tuning import quiet_peft
 
 RUN_MANIFEST = "temper_run.json"  # written by every training run; see temper.runs
 
@@ -298,8 +296,10 @@ def load_causal_lm(
     adapters: dict[str, Path] | None = None,
     attn_implementation: str = "sdpa",
     continue_adapter: bool = False,
+    quantization_config: Any = None,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer). Adapters from a run dir are attached with peft; the first is active.
+    `quantization_config`: transformers' config of a quantized base (QLoRA: tuning.qlora_config).
 
     For inference the result is in eval mode. `continue_adapter`: the model's own (single) adapter is attached
     to keep training (see continue_lora) and the model stays in train mode.
@@ -319,8 +319,10 @@ def load_causal_lm(
     tok = load_tokenizer(ref)
     torch_dtype = pick_dtype(dtype)
     attn = pick_attention(attn_implementation)
+    # Only when given: an explicit None would also drop the quantization_config of a quantized export's config.json.
+    quant = {} if quantization_config is None else {"quantization_config": quantization_config}
     model = AutoModelForCausalLM.from_pretrained(
-        ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn
+        ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn, **quant
     )
     if continue_adapter:
         if len(ref.adapters) != 1 or adapters:
@@ -335,40 +337,6 @@ def load_causal_lm(
     return model, tok
 
 
-def continue_lora(model: Any, adapter_dir: Path) -> Any:
-    """Attach a saved LoRA adapter to keep training it, as LLaMA-Factory does with `adapter_name_or_path`:
-    its own rank, alpha and targets (fixed by its weights), temper's fast LoRA layers, and peft's "default"
-    name, which a run dir saves at its top level (any other name would be saved in a subfolder)."""
-    from peft import LoraConfig, PeftModel
-
-    from temper.tuning import use_fast_lora_layers
-
-    _check_adapter_dir(adapter_dir)
-    lcfg = LoraConfig.from_pretrained(str(adapter_dir))
-    use_fast_lora_layers(lcfg)  # DoRA and dropout run peft's own forward inside it
-    with quiet_peft():
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True, config=lcfg)
-
-
-def fold_single_adapter(model: Any) -> Any:
-    """A PeftModel with one adapter on fp32 weights -> the plain model with W + s*BA folded in (peft's
-    `merge_and_unload`); anything else is returned as it is.
-
-    For inference that uses one adapter throughout (chat, infer, eval): unmerged, every adapted layer adds two
-    small matmuls and peft's routing to each forward (bench/chat_decode.py: a SmolLM2 LoRA run dir decodes 1.73x
-    as fast merged on a CPU core, same tokens). Only fp32: folded into bf16/fp16 weights, an adapter delta
-    smaller than their rounding step would be lost, which the unmerged path keeps.
-    """
-    from peft import PeftModel
-
-    if not isinstance(model, PeftModel) or len(model.peft_config) != 1:
-        return model
-    if model.get_base_model().dtype != torch.float32:
-        return model
-    with torch.no_grad():
-        return model.merge_and_unload()
-
-
 def _export_method(path: Path) -> str | None:
     manifest = path / "temper_export.json"
     if not manifest.exists():
@@ -378,26 +346,3 @@ def _export_method(path: Path) -> str | None:
     except (OSError, json.JSONDecodeError):
         return None
     return str(method) if method else None
-
-
-def attach_adapters(model: Any, adapters: dict[str, Path]) -> Any:
-    from peft import PeftModel
-
-    names = list(adapters)
-    for name in names:
-        _check_adapter_dir(adapters[name])
-    with quiet_peft():
-        peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
-    for name in names[1:]:
-        peft_model.load_adapter(str(adapters[name]), adapter_name=name)
-    peft_model.set_adapter(names[0])
-    return peft_model
-
-
-def _check_adapter_dir(path: Path) -> None:
-    missing = [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (path / f).exists()]
-    if missing:
-        raise TemperError(
-            f"{path} is not a LoRA adapter directory: missing {', '.join(missing)}.",
-            hint="Pass the run dir of a `temper sft --tuning lora` run (pickle .bin adapters are not loaded).",
-        )

@@ -81,12 +81,20 @@ def head_logits(lm: Any, rows: torch.Tensor) -> torch.Tensor:
 
 
 def sft_loss(
-    model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    num_items_in_batch: Any = None,
+    dft: bool = False,
+    accuracy: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level CE over positions whose next token is labelled.
 
     Normalised by `num_items_in_batch` (the label count of the whole accumulated batch, across processes)
     when the engine passes it, so that accumulation and multi-process runs weight every token equally.
+    With `dft`, each token's CE is weighted by p(token) = exp(-CE), detached (Dynamic Fine-Tuning,
+    arXiv 2508.05629, as LLaMA-Factory and ms-swift compute it); the metrics then carry the plain CE too.
+    With `accuracy`, evaluation also reports the share of label tokens that are the head's argmax
+    (LLaMA-Factory's compute_accuracy).
     """
     labels = inputs["labels"]
     hidden = final_hidden_states(model, inputs)
@@ -96,14 +104,23 @@ def sft_loss(
     # fp32 rows (the decoder's output is bf16 under autocast): head_ce scales their gradient in the rows' dtype,
     # and 1/tokens would lose bits in bf16.
     rows, targets = hidden[:, :-1][keep].float(), shift_labels[keep]
+    n_tokens = keep.sum()
+    denom = num_items_in_batch if num_items_in_batch is not None else n_tokens.clamp(min=1)
+    metrics: dict[str, float] = {}
+    if accuracy and not model.training:
+        with torch.no_grad():
+            hits = head_logits(lm, rows).argmax(-1).eq(targets).sum()
+        metrics["accuracy"] = float(hits / n_tokens.clamp(min=1))
+    if dft:  # per-token weights need per-token losses: the plain head, not the fused sum
+        ce = F.cross_entropy(head_logits(lm, rows), targets, reduction="none")
+        plain = float(ce.detach().sum() / n_tokens.clamp(min=1))
+        return (ce * torch.exp(-ce.detach())).sum() / denom, {**metrics, "ce_loss": plain}
     if fused_head_ok(lm, rows):  # a frozen head: chunked, gradient in the forward pass (head_ce.py)
         loss_sum = head_cross_entropy_sum(lm, rows, targets)
     else:
         loss_sum = F.cross_entropy(head_logits(lm, rows), targets, reduction="sum")
-    n_tokens = keep.sum()
-    denom = num_items_in_batch if num_items_in_batch is not None else n_tokens.clamp(min=1)
     loss = loss_sum / denom
-    return loss, {}
+    return loss, metrics
 
 
 def reference_loss(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

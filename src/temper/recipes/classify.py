@@ -29,6 +29,7 @@ from temper.config.encoder import ClassifyConfig
 from temper.data.augment import augment_examples
 from temper.data.cls_formats import TASKS, label_ids, label_space
 from temper.errors import ConfigError
+from temper.models.adapters import attach_adapters
 from temper.models.dtype import pick_dtype
 from temper.models.heads import (
     MultiTaskClassifier,
@@ -36,7 +37,7 @@ from temper.models.heads import (
     is_decoder,
     load_sequence_classifier,
 )
-from temper.models.load import attach_adapters, load_tokenizer, resolve
+from temper.models.load import load_tokenizer, resolve
 from temper.objectives.cls import DEFAULT_METRIC, compute_metrics_fn, multitask_metrics_fn
 from temper.recipes.encoder_tools import (
     ProgressiveUnfreezing,
@@ -136,6 +137,7 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
             eval_dataset=eval_ds or None,
             data_collator=collator,
             cfg=train_cfg,
+            tune=cfg.tune,
             run_dir=out_dir,
             compute_metrics=compute,
             metric_for_best_model=metric if eval_ds and cfg.train.load_best_model else None,
@@ -224,6 +226,7 @@ def train_multitask(cfg: ClassifyConfig, callbacks: Sequence[Any], start: float)
         eval_dataset=eval_ds or None,
         data_collator=cls_collator(tokenizer, cfg.data.pad_to_max_length, cfg.data.max_length),
         cfg=cfg.train,
+        tune=cfg.tune,
         run_dir=run_dir,
         compute_metrics=multitask_metrics_fn(tasks),
         metric_for_best_model="score" if eval_ds else None,

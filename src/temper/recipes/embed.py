@@ -27,9 +27,10 @@ from temper.config.encoder import EmbedConfig
 from temper.data.cls_formats import read_embedding_file
 from temper.data.records import EmbeddingExample
 from temper.errors import ConfigError
+from temper.models.adapters import attach_adapters, continue_lora
 from temper.models.dtype import pick_dtype
 from temper.models.heads import embed_texts, write_pooling
-from temper.models.load import attach_adapters, continue_lora, load_tokenizer, resolve
+from temper.models.load import load_tokenizer, resolve
 from temper.objectives.embedding import EmbeddingCollator, embedding_loss_fn
 from temper.recipes.encoder_tools import sample, split_off
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
@@ -150,6 +151,7 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
         eval_dataset=_rows(val_pairs) or None,
         data_collator=EmbeddingCollator(tokenizer, cfg.data.max_length),
         cfg=cfg.train,
+        tune=cfg.tune,
         run_dir=run_dir,
         loss_fn=embedding_loss_fn(loss, cfg.data.pooling, cfg.data.temperature),
         callbacks=callbacks,

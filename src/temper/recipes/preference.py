@@ -28,6 +28,7 @@ from temper.data.load import load_train_val
 from temper.data.pref_formats import PREFERENCE_FORMATS
 from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import inherited_system_note, prepare_tokenizer
+from temper.errors import ConfigError
 from temper.models.load import ModelRef, load_causal_lm, resolve_model
 from temper.objectives.dpo import chosen_nll, dpo_loss, pair_metrics
 from temper.objectives.logps import Reference, forward_logps, split_pairs
@@ -39,7 +40,7 @@ from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first
 from temper.training.preflight import check_trainer_names, start_notes
-from temper.tuning import apply_tuning, count_parameters
+from temper.tuning import apply_tuning, count_parameters, qlora_config
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 LossFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -201,7 +202,26 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
         if cfg.model.dtype != "auto"
         else ("bf16" if bf16 and cfg.tune.tuning == "lora" else "fp32")
     )
-    model, tokenizer = load_causal_lm(ref, dtype=dtype, attn_implementation=cfg.model.attn_implementation)
+    if cfg.tune.pissa_init:
+        raise ConfigError(
+            "pissa_init: a PiSSA start moves the base weights, and preference training needs them as they were "
+            "(the reference, a merged start).",
+            hint="Train the PiSSA adapter with temper sft, then start this run from that run dir.",
+            key="pissa_init",
+        )
+    if ref.adapters and cfg.tune.quantization:
+        raise ConfigError(
+            f"{ref.name} has a LoRA adapter, which this run would merge into its base; a quantized base cannot "
+            "take it.",
+            hint=f"Merge it first (temper export {ref.name} --merge --output-dir DIR) and train on DIR.",
+            key="quantization",
+        )
+    model, tokenizer = load_causal_lm(
+        ref,
+        dtype=dtype,
+        attn_implementation=cfg.model.attn_implementation,
+        quantization_config=qlora_config(cfg.tune, dtype),
+    )
     merged = bool(ref.adapters)
     if merged:
         model = model.merge_and_unload()
@@ -344,6 +364,7 @@ def finish_run(
         eval_dataset=val_rows or None,
         data_collator=collator,
         cfg=cfg.train,
+        tune=cfg.tune,
         run_dir=run_dir,
         loss_fn=loss_fn,
         save_model=weights == "adapter" or not merged,

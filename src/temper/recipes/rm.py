@@ -32,7 +32,7 @@ from temper.data.pref_tokenize import (
 )
 from temper.data.records import Message
 from temper.data.templates import inherited_system_note, prepare_tokenizer, render_prompt
-from temper.errors import TemperError
+from temper.errors import ConfigError, TemperError
 from temper.models.attention import pick_attention
 from temper.models.dtype import pick_dtype
 from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve, resolve_model
@@ -55,6 +55,13 @@ from temper.tuning import apply_tuning, count_parameters, quiet_peft
 
 def train_rm(cfg: PreferenceConfig) -> TrainResult:
     """Train a pairwise reward model on `cfg.data.dataset` into `cfg.train.output_dir`."""
+    if cfg.tune.quantization:
+        raise ConfigError(
+            f"quantization {cfg.tune.quantization}: temper trains reward models on unquantized weights (their "
+            "new score head and the merged start both need them).",
+            hint="Remove --quantization; LoRA (the default) already trains few parameters.",
+            key="quantization",
+        )
     run_dir = start_run(cfg)
     # 1. Data: the same pairs as DPO.
     train_records, val_records = load_split(cfg, PREFERENCE_FORMATS)

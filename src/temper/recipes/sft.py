@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from temper.data.collate import (
     padding_ratio,
 )
 from temper.data.load import load_train_val
+from temper.data.mix import mix_note
 from temper.data.templates import inherited_system_note, prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.errors import ConfigError
@@ -41,7 +43,14 @@ from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
 from temper.training.preflight import check_trainer_names, start_notes
-from temper.tuning import adapter_differences, apply_tuning, count_parameters
+from temper.tuning import (
+    adapter_differences,
+    apply_tuning,
+    convert_pissa,
+    count_parameters,
+    qlora_config,
+    save_pissa_start,
+)
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 
@@ -77,6 +86,11 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     # waiting processes) rather than every process printing the same report.
     with main_process_first(state):
         train_records, val_records = load_train_val(cfg.data, cfg.train.seed)
+    mixed = mix_note(
+        cfg.data.mix_strategy, cfg.data.interleave_probs, len(cfg.data.dataset), len(train_records)
+    )
+    if mixed and state.is_main_process:
+        console.print(mixed, markup=False, highlight=False)
 
     # 2. Model and tokenizer. LoRA keeps the frozen base in bf16 when bf16 is on (the adapters stay fp32,
     # peft upcasts them); full and freeze tuning keep fp32 master weights and use autocast instead.
@@ -85,9 +99,10 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     # training that adapter, as LLaMA-Factory does with adapter_name_or_path; full and freeze tuning start from
     # the adapter merged into its base. Neither drops what the adapter learned.
     continues = cfg.tune.tuning == "lora" and bool(ref.adapters)
-    if continues and cfg.tune.quantization:
+    if continues and (cfg.tune.quantization or cfg.tune.pissa_init):
+        how = "over a quantized base" if cfg.tune.quantization else "from a PiSSA start"
         raise ConfigError(
-            f"{ref.name} has a LoRA adapter; temper does not continue an adapter over a quantized base.",
+            f"{ref.name} has a LoRA adapter; temper does not continue an adapter {how}.",
             hint=f"Merge it first (temper export {ref.name} --merge --output-dir DIR) and train on DIR.",
         )
     bf16 = use_bf16(cfg.train)
@@ -95,12 +110,12 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if cfg.model.dtype == "auto" and bf16 and cfg.tune.tuning == "lora":
         dtype = torch.bfloat16
     dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
-    if cfg.tune.quantization:
-        from temper.export.quantize import check_quantization_backend
-
-        check_quantization_backend(cfg.tune.quantization)
     model, tokenizer = load_causal_lm(
-        ref, dtype=dtype_name, attn_implementation=cfg.model.attn_implementation, continue_adapter=continues
+        ref,
+        dtype=dtype_name,
+        attn_implementation=cfg.model.attn_implementation,
+        continue_adapter=continues,
+        quantization_config=qlora_config(cfg.tune, dtype_name),
     )
     if ref.adapters and not continues:
         model = model.merge_and_unload()
@@ -143,6 +158,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         _say(state, _continue_line(ref, model, cfg))
     else:
         model = apply_tuning(model, cfg.tune)
+        if cfg.tune.pissa_init and state.is_main_process:
+            save_pissa_start(model, run_dir)
     if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
         model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input with a frozen embedding
     trainable, total = count_parameters(model)
@@ -185,13 +202,16 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         eval_dataset=val_rows or None,
         data_collator=collator,
         cfg=cfg.train,
+        tune=cfg.tune,
         run_dir=run_dir,
-        loss_fn=sft_loss,
+        loss_fn=partial(sft_loss, dft=cfg.train.use_dft_loss, accuracy=cfg.train.compute_accuracy),
         sampling=sampling,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
         callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],
     )
     if state.is_main_process:
+        if cfg.tune.pissa_init:
+            convert_pissa(model, run_dir)
         write_manifest(
             run_dir,
             "sft",

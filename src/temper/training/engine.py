@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-from temper.config.sections import TrainCfg
+from temper.config.sections import TrainCfg, TuneCfg
 from temper.errors import ConfigError
 from temper.models.dtype import bf16_supported
 from temper.models.norm import fuse_rms_norms
@@ -41,6 +41,7 @@ from temper.training.callbacks import (
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
 from temper.training.launch import quiet_deepspeed_cpu_notice
+from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
@@ -65,9 +66,17 @@ class TemperTrainer(Trainer):
     does the same); we keep the override small.
     """
 
-    def __init__(self, *args: Any, loss_fn: LossFn | None, meter: TokenMeter, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        loss_fn: LossFn | None,
+        meter: TokenMeter,
+        tune: TuneCfg | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+        self.tune = tune
         self.meter = meter
         self._metric_store: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -81,6 +90,18 @@ class TemperTrainer(Trainer):
         if loss_fn is not None:
             self.loss_is_scaled_for_ga = self._loss_takes_items
         self._flop_params: int | None = None
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        """The Trainer's optimizer, or with LoRA+ the same optimizer over LoRA+'s groups (tuning.loraplus_optimizer).
+        Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model."""
+        if self.optimizer is not None or self.tune is None or self.tune.loraplus_lr_ratio is None:
+            return super().create_optimizer(model)
+        opt_model: Any = self.model if model is None else model
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = loraplus_optimizer(
+            opt_model, self.tune, optimizer_cls, kwargs, self.args.weight_decay
+        )
+        return self.optimizer
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """The Trainer's 6 x tokens x parameters, with the parameters counted once.
@@ -269,8 +290,11 @@ def train(
     save_model: bool = True,
     sampling: str | None = None,
     extra_args: dict[str, Any] | None = None,
+    tune: TuneCfg | None = None,
 ) -> TrainResult:
-    """Train with the transformers Trainer and save the final weights + tokenizer into run_dir."""
+    """Train with the transformers Trainer and save the final weights + tokenizer into run_dir.
+
+    `tune` is read for what the optimizer needs from it (LoRA+'s learning rates)."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     quiet_deepspeed_cpu_notice()
@@ -318,6 +342,7 @@ def train(
         callbacks=cbs,
         loss_fn=loss_fn,
         meter=meter,
+        tune=tune,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from temper.config.sections import TuneCfg
@@ -30,7 +31,7 @@ def apply_tuning(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None = N
     if cfg.tuning == "lora":
         return _lora(model, cfg, modules_to_save)
     if cfg.tuning == "freeze":
-        _freeze(model, cfg.freeze_trainable_layers, modules_to_save or [])
+        _freeze(model, cfg, modules_to_save or [])
         return model
     for p in model.parameters():
         p.requires_grad_(True)
@@ -52,7 +53,10 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
     is_causal = getattr(model.config, "architectures", None) is None or any(
         a.endswith("ForCausalLM") for a in (model.config.architectures or [])
     )
+    extra = cfg.additional_target
+    _check_names(extra, {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}, "additional_target")
     task = TaskType.CAUSAL_LM if is_causal and not modules_to_save else None
+    modules_to_save = [*(modules_to_save or []), *extra] or None
     lcfg = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
@@ -60,13 +64,79 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
         target_modules=target,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
+        init_lora_weights=_pissa_init(cfg) if cfg.pissa_init else True,  # type: ignore[arg-type]
         modules_to_save=modules_to_save,
         task_type=task,
+        # A trained copy of a tied embedding must stay tied to the head, or the head keeps the old weights
+        # (and a merge or GGUF export would write two different matrices for one).
+        ensure_weight_tying=bool(extra) and bool(getattr(model.config, "tie_word_embeddings", False)),
     )
     if not cfg.quantization:  # quantized bases keep peft's bitsandbytes layers
         use_fast_lora_layers(lcfg)
     with quiet_peft():
         return get_peft_model(model, lcfg)
+
+
+def loraplus_optimizer(
+    model: Any, cfg: TuneCfg, optimizer_cls: Any, kwargs: dict[str, Any], weight_decay: float
+) -> Any:
+    """The optimizer (class and settings as the Trainer picked them for --optim) over peft's LoRA+ groups: the B
+    matrices at learning_rate x loraplus_lr_ratio, LoRA on embeddings at loraplus_lr_embedding."""
+    from peft.optimizers import create_loraplus_optimizer
+
+    assert cfg.loraplus_lr_ratio is not None
+    kwargs = dict(kwargs)
+    lr = kwargs.pop("lr")
+    return create_loraplus_optimizer(
+        model,
+        optimizer_cls,
+        lr=lr,
+        loraplus_lr_ratio=cfg.loraplus_lr_ratio,
+        loraplus_lr_embedding=cfg.loraplus_lr_embedding,
+        loraplus_weight_decay=weight_decay,
+        **kwargs,
+    )
+
+
+def qlora_config(cfg: TuneCfg, dtype: str) -> Any:
+    """transformers' BitsAndBytesConfig for a QLoRA base (None without `quantization`); 4-bit layers compute in
+    the run's weights dtype."""
+    if not cfg.quantization:
+        return None
+    from temper.export.quantize import bnb_training_config
+    from temper.models.dtype import pick_dtype
+
+    return bnb_training_config(
+        cfg.quantization, pick_dtype(dtype), cfg.quantization_type, cfg.double_quantization
+    )
+
+
+def _pissa_init(cfg: TuneCfg) -> str:
+    """peft's init_lora_weights for PiSSA: the full SVD, or the fast SVD with pissa_iter iterations."""
+    return "pissa" if cfg.pissa_iter == -1 else f"pissa_niter_{cfg.pissa_iter}"
+
+
+PISSA_START = "pissa_init"  # run-dir folder of the adapter as PiSSA initialised it, until it is converted
+
+
+def save_pissa_start(model: Any, run_dir: Path) -> None:
+    """Keep the adapter as PiSSA initialised it (kept over a resume: the same seed gives the same start).
+
+    peft warns at every save of a PiSSA adapter (checkpoints too) to convert it; convert_pissa does, at the end,
+    so that advice is silenced for this process rather than printed at each checkpoint.
+    """
+    warnings.filterwarnings("ignore", "PiSSA changes the base weights", UserWarning)
+    if not (run_dir / PISSA_START / "adapter_model.safetensors").exists():
+        model.save_pretrained(run_dir / PISSA_START)
+
+
+def convert_pissa(model: Any, run_dir: Path) -> None:
+    """Save the trained PiSSA adapter as a plain LoRA over the original base (peft's conversion: the change
+    since the start, rank 2r), so that chat, serve and export read the run as any LoRA run."""
+    import shutil
+
+    model.save_pretrained(run_dir, path_initial_model_for_weight_conversion=str(run_dir / PISSA_START))
+    shutil.rmtree(run_dir / PISSA_START)
 
 
 def use_fast_lora_layers(lcfg: Any) -> None:
@@ -119,22 +189,61 @@ def _decoder_layers(model: Any) -> Any:
     )
 
 
-def _freeze(model: Any, n_trainable: int, keep: list[str]) -> None:
-    layers = _decoder_layers(model)
-    if not 0 < n_trainable <= len(layers):
+def _freeze(model: Any, cfg: TuneCfg, keep: list[str]) -> None:
+    """LLaMA-Factory's freeze tuning: the last N layers train (the first -N when negative), all of them or the
+    named parts (`freeze_trainable_modules`), plus named modules outside the layers (`freeze_extra_modules`)."""
+    layers = list(_decoder_layers(model))
+    n = cfg.freeze_trainable_layers
+    if not (0 < abs(n) <= len(layers) or (n == 0 and cfg.freeze_extra_modules)):
         raise ConfigError(
-            f"freeze_trainable_layers: got {n_trainable}, the model has {len(layers)} layers.",
-            hint=f"Use a number from 1 to {len(layers)}.",
+            f"freeze_trainable_layers: got {n}, the model has {len(layers)} layers.",
+            hint=f"Use 1 to {len(layers)} (the last layers) or -1 to -{len(layers)} (the first ones).",
+            key="freeze_trainable_layers",
         )
+    parts = cfg.freeze_trainable_modules
+    inside = sorted({name.split(".")[0] for name, _ in layers[0].named_modules() if name})
+    unknown = [p for p in parts if p != "all" and p.split(".")[0] not in inside]
+    if unknown:
+        raise ConfigError(
+            f"freeze_trainable_modules: {unknown} not found in the model's layers.",
+            hint=f"Use all, or some of: {', '.join(inside)}.",
+            key="freeze_trainable_modules",
+        )
+    outside = _outside_layers(model, layers)
+    _check_names(cfg.freeze_extra_modules, outside, "freeze_extra_modules")
     for p in model.parameters():
         p.requires_grad_(False)
-    for layer in list(layers)[-n_trainable:]:
-        for p in layer.parameters():
-            p.requires_grad_(True)
+    for layer in layers[-n:] if n > 0 else layers[:-n]:
+        for name, param in layer.named_parameters():
+            if "all" in parts or any(name.startswith(p + ".") for p in parts):
+                param.requires_grad_(True)
+    for name in cfg.freeze_extra_modules:
+        for module in outside[name]:
+            module.requires_grad_(True)
     for name, module in model.named_modules():
         if any(name.endswith(k) for k in keep):
-            for p in module.parameters():
-                p.requires_grad_(True)
+            module.requires_grad_(True)
+
+
+def _outside_layers(model: Any, layers: list[Any]) -> dict[str, list[Any]]:
+    """The modules outside the decoder layers with parameters of their own, by the last part of their name
+    (embed_tokens, norm, lm_head)."""
+    inside = {id(m) for layer in layers for m in layer.modules()}
+    out: dict[str, list[Any]] = {}
+    for name, module in model.named_modules():
+        if name and id(module) not in inside and any(True for _ in module.parameters(recurse=False)):
+            out.setdefault(name.rsplit(".", 1)[-1], []).append(module)
+    return out
+
+
+def _check_names(names: list[str], have: Any, key: str) -> None:
+    unknown = [x for x in names if x not in have]
+    if unknown:
+        raise ConfigError(
+            f"{key}: {unknown} not found in the model.",
+            hint=f"Use names such as {', '.join(sorted(have))}.",
+            key=key,
+        )
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
