@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from temper.config import SFTConfig
 from temper.config.encoder import ClassifyConfig
@@ -265,3 +266,50 @@ def test_peer_spellings_of_qlora_and_labelling_translate() -> None:
     assert SFTConfig.from_dict({"loss_scale": "default"}).to_dict() == SFTConfig.from_dict({}).to_dict()
     with pytest.raises(ConfigError, match="loss_scale: got 'ignore_empty_think'"):
         SFTConfig.from_dict({"loss_scale": "ignore_empty_think"})
+
+
+def test_fp16_is_for_cuda_gpus_and_excludes_bf16() -> None:
+    from temper.training.preflight import check_trainer_names
+
+    # LLaMA-Factory's examples/extras/llama_pro/llama3_freeze_sft.yaml trains with `fp16: true`
+    cfg = SFTConfig.from_dict({"fp16": True})
+    assert cfg.train.fp16
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 mixed precision .* runs on CUDA GPUs"):
+            check_trainer_names(cfg.train)
+    with pytest.raises(ConfigError, match="fp16 and bf16 are both true"):
+        SFTConfig.from_dict({"fp16": True, "bf16": True})
+    assert not SFTConfig.from_dict({"fp16": False}).train.fp16
+
+
+def test_llamafactory_method_sections_of_its_extras_examples_read() -> None:
+    # examples/extras/{pissa,loraplus,dft,llama_pro}/*.yaml, their `### method` keys
+    pissa = SFTConfig.from_dict({"finetuning_type": "lora", "pissa_init": True, "pissa_iter": 16,
+                                 "pissa_convert": True})  # fmt: skip
+    assert pissa.tune.pissa_init and pissa.tune.pissa_iter == 16
+    assert [n.split(" ")[1] for n in pissa.notes] == ["pissa_convert"]
+    assert SFTConfig.from_dict({"loraplus_lr_ratio": 16.0}).tune.loraplus_lr_ratio == 16.0
+    assert SFTConfig.from_dict({"finetuning_type": "full", "use_dft_loss": True}).train.use_dft_loss
+    with pytest.raises(ConfigError, match="use_llama_pro: True: LLaMA Pro"):
+        SFTConfig.from_dict({"finetuning_type": "freeze", "freeze_trainable_layers": 8,
+                             "freeze_trainable_modules": "all", "use_llama_pro": True})  # fmt: skip
+
+
+def test_trainer_options_temper_sets_itself_are_named_or_refused() -> None:
+    cfg = SFTConfig.from_dict({"disable_tqdm": True, "hub_model_id": "me/x", "activation_checkpointing": True,
+                               "save_strategy": "epoch"})  # fmt: skip
+    assert cfg.train.gradient_checkpointing and cfg.train.trainer_args == {"save_strategy": "epoch"}
+    assert [n.split(" ")[1] for n in cfg.notes[:2]] == ["disable_tqdm", "hub_model_id"]
+    assert cfg.notes[2:] == ["passed to the Trainer as given: save_strategy"]
+    for key, value, says in (("label_smoothing_factor", 0.1, "compute the loss themselves"),
+                             ("remove_unused_columns", True, "no column is ever removed"),
+                             ("fsdp", "full_shard auto_wrap", "launches FSDP itself"),
+                             ("push_to_hub", True, "never uploads")):  # fmt: skip
+        with pytest.raises(ConfigError, match=says):
+            SFTConfig.from_dict({key: value})
+    # a mapping on the command line is YAML; anything else for trainer_args is refused
+    assert SFTConfig.from_sources(None, ["--trainer-args", "{data_seed: 3}"]).train.trainer_args == {
+        "data_seed": 3
+    }
+    with pytest.raises(ConfigError, match="trainer_args: got 'steps', expected a mapping"):
+        SFTConfig.from_dict({"trainer_args": "steps"})

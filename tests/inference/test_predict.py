@@ -77,6 +77,10 @@ def test_predict_yaml_writes_llamafactory_predictions_and_scores(
     scores = llamafactory_similarity([x["predict"] for x in lines], [x["label"] for x in lines])
     assert {k: results[f"predict_{k}"] for k in scores} == scores
     assert results["predict_runtime"] > 0 and results["predict_samples_per_second"] > 0
+    # all_results.json holds them too, merged into what another split put there (the Trainer's save_metrics)
+    all_results = tmp_path / "predict" / "all_results.json"
+    assert json.loads(all_results.read_text()) == results
+    all_results.write_text(json.dumps({"train_loss": 1.5, "predict_runtime": -1}))
 
     # Interrupted mid-write: the torn line is redone, the rows before it are kept, the file ends the same.
     whole = out.read_text()
@@ -84,6 +88,8 @@ def test_predict_yaml_writes_llamafactory_predictions_and_scores(
     assert main(["infer", str(config), "--no-progress"]) == 0
     assert out.read_text() == whole
     assert "4 rows (2 already done)" in capsys.readouterr().err
+    merged = json.loads(all_results.read_text())
+    assert merged["train_loss"] == 1.5 and merged["predict_runtime"] > 0
 
 
 def test_predict_flags_override_the_yaml_and_sampling_defaults_are_named(

@@ -218,6 +218,19 @@ def test_reward_model_trains_and_scores(
         load_causal_lm(str(out))
     assert main(["export", str(out), "--gguf", "f16", "--output-dir", str(tmp_path / "gguf")]) != 0
     assert "is a reward model" in capsys.readouterr().err and not (tmp_path / "gguf").exists()
+    # --merge writes one Hugging Face reward model: LoRA folded in, score head beside it, the same scores.
+    merged = tmp_path / "rm-merged"
+    assert main(["export", str(out), "--merge", "--output-dir", str(merged)]) == 0
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(merged, local_files_only=True)
+    assert plain.config.num_labels == 1 and not list(merged.glob("adapter_*"))
+    again = RewardModel.load(merged)
+    assert again.score_batch(
+        [[*chat, {"role": "assistant", "content": w}] for w in (FIXED_WORD, "plum")]
+    ) == (pytest.approx([good, bad], abs=1e-4))
+    with pytest.raises(TemperError, match="neither a `temper rm` run nor a reward model"):
+        RewardModel.load(tiny_llama_dir)
 
 
 def test_pair_order_follows_train_sampling_strategy(

@@ -92,3 +92,40 @@ def test_a_validation_file_is_evaluated_and_not_trained_on(
     write_rows(val, 6)
     train_sft(make_cfg(tiny_llama_dir, data, out, *args[2:], "--max-steps", "3", "--resume", "auto"))
     assert "the data files changed since this run started" in capsys.readouterr().err
+
+
+def test_any_other_trainer_option_reaches_the_trainer_as_given(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from temper.runs import read_metrics
+
+    data = write_rows(tmp_path / "rows.jsonl", 12)
+    out = tmp_path / "minlr"
+    assert main([
+        "sft", "--model", str(tiny_llama_dir), "--dataset", str(data), "--output-dir", str(out), "--max-length", "64",
+        "--bf16", "false", "--max-steps", "6", "--lr", "1e-3", "--lr-scheduler-type", "cosine_with_min_lr",
+        "--lr-scheduler-kwargs", "{min_lr: 2.0e-4}", "--val-size", "4", "--eval_on_start", "true",
+    ]) == 0  # fmt: skip
+    assert "passed to the Trainer as given: lr_scheduler_kwargs, eval_on_start" in capsys.readouterr().err
+    lrs = [r["learning_rate"] for r in read_metrics(out) if "loss" in r]
+    assert (
+        lrs[0] == pytest.approx(1e-3) and min(lrs) > 2e-4 - 1e-9 and lrs[-1] < 4e-4
+    )  # cosine down to min_lr
+    assert any(r.get("step") == 0 and "eval_loss" in r for r in read_metrics(out))  # eval_on_start
+    saved = yaml.safe_load((out / "config.yaml").read_text())["trainer_args"]
+    assert saved == {"lr_scheduler_kwargs": {"min_lr": 2e-4}, "eval_on_start": True}
+    assert (
+        main(
+            [
+                "sft",
+                "--dataset",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "bad"),
+                "--save-strategy",
+                "sometimes",
+            ]
+        )
+        == 2
+    )
+    assert "the Trainer refuses them: sometimes is not a valid SaveStrategy" in capsys.readouterr().err

@@ -124,7 +124,7 @@ def _source(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.errors import ConfigError, TemperError
     from temper.export import export_gguf, export_onnx, merge_run, quantize_external, quantize_int8
-    from temper.export.merge import check_has_adapter
+    from temper.export.merge import check_has_adapter, is_reward_run, merge_reward_model
     from temper.models.config_file import is_config_file
 
     source, template, system, options = _source(args)
@@ -168,6 +168,12 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
         )
     elif args.onnx:
         manifest = export_onnx(source, out, overwrite=args.overwrite, template=template, system=system)
+    elif is_reward_run(source):
+        if args.dtype or args.max_shard_size:
+            raise ConfigError(
+                "--dtype and --max-shard-size are for language models; a reward model merges in fp32."
+            )
+        manifest = merge_reward_model(source, out, overwrite=args.overwrite)
     else:
         manifest = merge_run(
             source,
@@ -186,8 +192,8 @@ def _print_summary(out: Path, manifest: dict[str, Any]) -> None:
     print(f"exported {manifest['source']} ({manifest['method']}) -> {out}")
     for name in manifest["files"]:
         print(f"  {name:32s} {(out / name).stat().st_size / 1e6:10.1f} MB")
-    for key in ("max_abs_logit_diff", "max_abs_diff", "greedy_identical"):
+    for key in ("max_abs_logit_diff", "max_abs_score_diff", "max_abs_diff", "greedy_identical"):
         if manifest.get(key) is not None:
             print(f"  {key}: {manifest[key]}")
-    if manifest["method"] in ("gguf", "merge"):
+    if manifest["method"] in ("gguf", "merge") and (out / "Modelfile").exists():
         print(f"  ollama: ollama create NAME -f {out / 'Modelfile'}")

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from temper.config.foreign import translate
+from temper.config.foreign import trainer_field, translate
 from temper.errors import ConfigError
 
 T = TypeVar("T")
@@ -110,6 +110,15 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any, split: bool = True) ->
             parts = item.split(",") if isinstance(item, str) and inner in (str, float) and split else [item]
             out.extend(coerce(cls_name, name, inner, p.strip() if isinstance(p, str) else p) for p in parts)
         return [x for x in out if x != ""]
+    if typing.get_origin(inner) is dict or inner is dict:
+        value = _typed(value)  # `--trainer-args '{save_strategy: steps}'` on the command line
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{name}: got {value!r}, expected a mapping of option names to values.",
+                hint=f"Write {name}: {{key: value}} in the YAML file.",
+                key=name,
+            )
+        return {str(k): _typed(v) for k, v in value.items()}
     if isinstance(value, list | tuple) and len(value) == 1:
         value = value[0]  # ms-swift's YAML writes one-value keys as lists too: `adapters: [DIR]`
     try:
@@ -139,6 +148,16 @@ def coerce(cls_name: str, name: str, tp: Any, value: Any, split: bool = True) ->
             key=name,
         ) from None
     return value
+
+
+def _typed(value: Any) -> Any:
+    """A command-line string as YAML reads it ("true", "5", "{min_lr: 1e-6}"); other values as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -197,6 +216,7 @@ class ComposedConfig:
         keys = cls.keys()  # type: ignore[attr-defined]
         per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
         notes: list[str] = []
+        passed: list[str] = []
         for raw_key, raw_value in values.items():
             key = str(raw_key).replace("-", "_")
             key = ALIASES.get(key, key)
@@ -207,11 +227,19 @@ class ComposedConfig:
                 if translated is None:
                     continue
                 key = translated
+            if key not in keys and "trainer_args" in keys and trainer_field(key):
+                # Any other TrainingArguments option goes to the Trainer as given (checked when a run starts).
+                attr = keys["trainer_args"][0]
+                per_section[attr].setdefault("trainer_args", {})[key] = _typed(value)
+                passed.append(key)
+                continue
             if key not in keys:
                 hint = RENAMED.get(key) or _closest_key_hint(key, list(keys))
                 raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value, f.metadata.get("split", True))
+        if passed:
+            notes.append(f"passed to the Trainer as given: {', '.join(passed)}")
         sections = {attr: sec(**per_section[attr]) for attr, sec in cls.SECTIONS.items()}  # type: ignore[attr-defined]
         cfg = cls(**sections)
         cfg.notes = notes  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ Everything else that is not a field is still an unknown key with the closest val
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from temper.errors import ConfigError
@@ -104,7 +105,60 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
     "lora_bias": (("none", "false"), "temper's LoRA layers have no bias of their own", ""),
 }
 # Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
-KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel")
+KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config")
+
+# TrainingArguments options that temper sets itself: every other one passes to the Trainer (trainer_field).
+TRAINER_OWNED_IGNORED: dict[str, str] = {
+    "disable_tqdm": "temper draws its own progress bar",
+    "use_cpu": "temper trains on the GPU when there is one, else on the CPU",
+    "local_rank": "the launcher sets each process's rank",
+    "activation_checkpointing_kwargs": "temper's gradient_checkpointing is the non-reentrant kind",
+    "gradient_checkpointing_kwargs": "temper's gradient_checkpointing is the non-reentrant kind",
+    **dict.fromkeys(
+        ("hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision"),
+        "temper never uploads (it runs offline)",
+    ),
+}
+UNSUPPORTED_TRAINER: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "push_to_hub": (("false",), "temper never uploads (it runs offline)", "Upload OUTPUT_DIR yourself"),
+    "remove_unused_columns": (
+        ("false",),
+        "temper's collators build exactly the inputs its objectives read, so no column is ever removed",
+        "",
+    ),
+    "label_names": (("none", "[]"), "temper's objectives read their own labels", ""),
+    "length_column_name": (("none", "length"), "temper groups rows by their token counts", ""),
+    "label_smoothing_factor": (
+        ("0", "0.0"),
+        "temper's objectives compute the loss themselves; the Trainer's label smoothing would not apply",
+        "",
+    ),
+    "fsdp": (
+        ("", "none", "false", "[]"),
+        "temper launches FSDP itself",
+        "Write distributed: fsdp (--distributed fsdp)",
+    ),
+    "fsdp_config": (
+        ("none", "{}"),
+        "temper launches FSDP itself",
+        "Write distributed: fsdp (--distributed fsdp)",
+    ),
+}
+
+
+def trainer_field(key: str) -> bool:
+    """Whether `key` is a TrainingArguments option that temper passes to the Trainer as given."""
+    return key in _trainer_fields()
+
+
+@functools.cache
+def _trainer_fields() -> frozenset[str]:
+    import dataclasses
+
+    from transformers import TrainingArguments  # only when a config has a key temper does not know
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments) if f.init)
+
 
 # LLaMA-Factory's `stage` -> the temper verbs that train it (its stage dpo covers its pref_loss variants).
 STAGES: dict[str, tuple[str, ...]] = {
@@ -147,8 +201,12 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
         return None, None, "ignored: do_predict false (training is what this verb does)"
     if key in IGNORED:
         return None, None, f"ignored: {key} ({IGNORED[key]})"
-    if key in UNSUPPORTED:
-        off, missing, instead = UNSUPPORTED[key]
+    if key in TRAINER_OWNED_IGNORED:
+        return None, None, f"ignored: {key} ({TRAINER_OWNED_IGNORED[key]})"
+    if key == "activation_checkpointing":  # transformers 5's name of gradient_checkpointing
+        return "gradient_checkpointing", value, None
+    if key in UNSUPPORTED or key in UNSUPPORTED_TRAINER:
+        off, missing, instead = UNSUPPORTED.get(key) or UNSUPPORTED_TRAINER[key]
         if value is None or str(value).strip().lower() in off:
             return None, None, f"ignored: {key} {value} (off: the default)"
         raise ConfigError(

@@ -4,7 +4,7 @@ the same, because users already know them; the short spellings are aliases (conf
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
 from temper.data.mix import check_mix
@@ -251,6 +251,9 @@ class TrainCfg:
     max_grad_norm: float = field(1.0, help="gradient clipping norm")
     seed: int = field(42, help="seed for data sampling, init and shuffling")
     bf16: str = field("auto", help="bf16 mixed precision: auto (when the CPU/GPU supports it), true or false")
+    fp16: bool = field(
+        False, help="fp16 mixed precision with loss scaling (CUDA GPUs without bf16; bf16 off)"
+    )
     gradient_checkpointing: bool = field(False, help="trade compute for memory (off: it costs ~30% speed)")
     neftune_noise_alpha: float | None = field(
         None, help="NEFTune: noise of this scale on the input embeddings while training (e.g. 5)"
@@ -276,11 +279,22 @@ class TrainCfg:
     num_threads: int | None = field(None, help="CPU threads for torch (default: torch's choice)")
     report_to: list[str] = field(["none"], help="Trainer integrations: none, tensorboard, wandb, ...")
     overwrite_output_dir: bool = field(False, help="allow writing into a non-empty run dir without resuming")
+    trainer_args: dict[str, Any] = field(
+        {},
+        help="any other TrainingArguments option, passed to the Trainer as given (a top-level key works too: "
+        "save_strategy: steps, lr_scheduler_kwargs: {min_lr: 1e-6}, optim_args, data_seed, ...)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("bf16", str(self.bf16).lower(), ["auto", "true", "false"])
         check_choice("train_sampling_strategy", self.train_sampling_strategy, self.SAMPLING)
         self.bf16 = str(self.bf16).lower()
+        if self.fp16 and self.bf16 == "true":
+            raise ConfigError(
+                "fp16 and bf16 are both true; mixed precision takes one of them.",
+                hint="Keep bf16 (GPUs with bf16, recent CPUs) or fp16 (older GPUs), not both.",
+                key="fp16",
+            )
         check_range("learning_rate", self.learning_rate, 0, 1)
         check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
         check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)

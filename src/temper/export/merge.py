@@ -24,7 +24,14 @@ import torch
 from temper.errors import TemperError
 from temper.export.manifest import prepare_output_dir, write_export_manifest
 from temper.models.dtype import pick_dtype
-from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, refuse_reward_model, resolve
+from temper.models.load import (
+    RUN_MANIFEST,
+    ModelRef,
+    load_causal_lm,
+    load_tokenizer,
+    refuse_reward_model,
+    resolve,
+)
 from temper.tuning import quiet_peft
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 1 + 2 = 3, and Paris is the capital of France."
@@ -198,3 +205,47 @@ def merge_run(
     files = save_hf_dir(src.model.to(pick_dtype(dtype)), src.tokenizer, out, max_shard_size)
     write_modelfile(out, ".", src.tokenizer, system)
     return write_export_manifest(out, "merge", src.info, sorted([*files, "Modelfile"]), dtype=dtype)
+
+
+def is_reward_run(source: str | Path | ModelRef) -> bool:
+    """Whether `source` is a `temper rm` run dir (a score head in place of the LM head)."""
+    from temper.runs import read_manifest
+
+    run_dir = as_ref(source).run_dir
+    return (
+        run_dir is not None
+        and (run_dir / RUN_MANIFEST).is_file()
+        and read_manifest(run_dir).get("kind") == "rm"
+    )
+
+
+def merge_reward_model(
+    run: str | Path | ModelRef, output_dir: str | Path, overwrite: bool = False, tolerance: float = 1e-3
+) -> dict[str, Any]:
+    """`temper export RMRUN --merge`: the reward model as one Hugging Face sequence-classification dir (its LoRA
+    folded into the backbone, the score head beside it), which `temper rm-score`, TRL and transformers load as
+    it is. Raises TemperError when the merged scores differ from the run's by more than `tolerance`."""
+    from peft import PeftModel
+
+    from temper.recipes.rm import RewardModel
+
+    ref = as_ref(run)
+    rm = RewardModel.load(ref.run_dir or ref.path)
+    probe = [[{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}],
+             [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "I like turtles."}]]  # fmt: skip
+    before = rm.score_batch(probe)
+    if isinstance(rm.model, PeftModel):
+        with torch.no_grad():
+            rm.model = rm.model.merge_and_unload()
+    after = rm.score_batch(probe)
+    diff = max(abs(a - b) for a, b in zip(before, after, strict=True))
+    if diff > tolerance:
+        raise TemperError(
+            f"merged reward model disagrees with the run: max |score diff| {diff:.3g} > {tolerance}.",
+            hint="Check that the run's adapter was trained on its base model (temper_run.json base_model).",
+        )
+    out = prepare_output_dir(output_dir, overwrite)
+    rm.model.config.reward_max_length = rm.max_length  # read back by RewardModel.load
+    files = save_hf_dir(rm.model, rm.tokenizer, out)
+    info = {"source": ref.name, "source_kind": "rm run", "base_model": ref.base_name or str(ref.path)}
+    return write_export_manifest(out, "merge", info, files, max_abs_score_diff=diff)

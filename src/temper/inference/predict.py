@@ -12,7 +12,8 @@
 
 Every row of eval_dataset is answered (continuous batching, resumable, in order) into
 OUTPUT_DIR/generated_predictions.jsonl, one {"prompt", "predict", "label"} line per row as LLaMA-Factory writes
-it, and its BLEU-4 / ROUGE scores go to OUTPUT_DIR/predict_results.json under its key names, computed as it
+it, and its BLEU-4 / ROUGE scores go to OUTPUT_DIR/predict_results.json (and into all_results.json, beside
+any other split's metrics there) under its key names, computed as it
 computes them (evaluation/metrics.py: llamafactory_similarity). Generation keys the YAML leaves unset take
 LLaMA-Factory's defaults (it samples: do_sample true, temperature 0.95, top_p 0.7), and say so.
 """
@@ -31,6 +32,7 @@ from temper.inference.scheduler import GenEvent
 
 PREDICTIONS = "generated_predictions.jsonl"
 RESULTS = "predict_results.json"
+ALL_RESULTS = "all_results.json"
 
 
 @dataclass
@@ -73,6 +75,13 @@ def predict(
     metrics["predict_samples_per_second"] = round(answered / max(summary.seconds, 1e-9), 3)
     results = predictions.parent / RESULTS
     write_json_atomic(results, metrics)
+    # The Trainer's save_metrics also merges every split's metrics into all_results.json (LF writes both).
+    merged = predictions.parent / ALL_RESULTS
+    try:
+        before = json.loads(merged.read_text(encoding="utf-8")) if merged.exists() else {}
+    except json.JSONDecodeError:
+        before = {}
+    write_json_atomic(merged, {**(before if isinstance(before, dict) else {}), **metrics})
     return PredictResult(summary, metrics, predictions, results)
 
 

@@ -286,7 +286,7 @@ def refuse_reward_model(ref: ModelRef) -> None:
         raise TemperError(
             f"{ref.name} is a reward model (written by temper rm): it scores replies and does not generate.",
             hint=f"Score replies with: temper rm-score {ref.name} --prompt 'a question' --response 'a reply' "
-            f"(temper export {ref.name} --onnx writes it with its score head).",
+            f"(temper export {ref.name} --merge writes it as one Hugging Face reward model, --onnx as ONNX).",
         )
 
 

@@ -35,7 +35,7 @@ from temper.data.templates import inherited_system_note, prepare_tokenizer, rend
 from temper.errors import ConfigError, TemperError
 from temper.models.attention import pick_attention
 from temper.models.dtype import pick_dtype
-from temper.models.load import ModelRef, load_causal_lm, load_tokenizer, resolve, resolve_model
+from temper.models.load import RUN_MANIFEST, ModelRef, load_causal_lm, load_tokenizer, resolve, resolve_model
 from temper.objectives.logps import split_pairs
 from temper.objectives.rm import bradley_terry_loss
 from temper.recipes.preference import (
@@ -155,9 +155,12 @@ class RewardModel:
 
     @classmethod
     def load(cls, run_dir: str | Path, dtype: str = "fp32") -> RewardModel:
-        """Load `run_dir` (written by `temper rm`); raises TemperError for other run kinds."""
+        """Load `run_dir` (written by `temper rm`), or a Hugging Face sequence-classification dir with one label
+        (`temper export RMRUN --merge` writes one); raises TemperError for other run kinds."""
         from transformers import AutoModelForSequenceClassification
 
+        if not (Path(run_dir) / RUN_MANIFEST).is_file():
+            return cls._load_plain(Path(run_dir), dtype)
         manifest = read_manifest(run_dir)
         if manifest.get("kind") != "rm":
             raise TemperError(
@@ -178,6 +181,33 @@ class RewardModel:
         model.config.pad_token_id = tokenizer.pad_token_id
         max_length = int(manifest.get("max_length", 1024))
         return cls(model, tokenizer, max_length)
+
+    @classmethod
+    def _load_plain(cls, path: Path, dtype: str) -> RewardModel:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = (
+            AutoConfig.from_pretrained(path, local_files_only=True)
+            if (path / "config.json").is_file()
+            else None
+        )
+        heads = [
+            a
+            for a in (getattr(config, "architectures", None) or [])
+            if a.endswith("ForSequenceClassification")
+        ]
+        if config is None or not heads or config.num_labels != 1:
+            raise TemperError(
+                f"{path} is neither a `temper rm` run nor a reward model (a sequence-classification model with one "
+                "output).",
+                hint="Pass a `temper rm` run dir, or its merged export (temper export RMRUN --merge).",
+            )
+        tokenizer = load_tokenizer(resolve(str(path)))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=pick_dtype(dtype), local_files_only=True
+        )
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, int(getattr(config, "reward_max_length", 1024)))
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a conversation, tokenized as in training (prompt, then the last reply)."""

@@ -178,7 +178,7 @@ class TemperTrainer(Trainer):
 
 
 def use_bf16(cfg: TrainCfg) -> bool:
-    return cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_supported())
+    return not cfg.fp16 and (cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_supported()))
 
 
 def compile_blocks(model: Any) -> int:
@@ -246,6 +246,7 @@ def build_training_args(
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         bf16=use_bf16(cfg),
+        fp16=cfg.fp16,
         # transformers 5 renamed gradient_checkpointing; we keep the name users know as our key.
         activation_checkpointing=cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
@@ -269,6 +270,7 @@ def build_training_args(
         # Our objectives touch every trainable parameter; searching for unused ones costs a graph walk per step.
         ddp_find_unused_parameters=False,
     )
+    kwargs.update(cfg.trainer_args)  # the user's other Trainer options, as given
     kwargs.update(extra_args or {})  # recipes may override any of the above (e.g. HPO trials never save)
     return TrainingArguments(**kwargs)
 

@@ -44,7 +44,22 @@ def check_trainer_names(cfg: TrainCfg) -> None:
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
+    if cfg.fp16 and not torch.cuda.is_available():
+        raise ConfigError(
+            "fp16: fp16 mixed precision (with its loss scaling) runs on CUDA GPUs; this machine has none.",
+            hint="On CPU train in fp32 (the default) or --bf16 true (fast on CPUs with AVX512-BF16 or AMX).",
+            key="fp16",
+        )
     check_choice("lr_scheduler_type", cfg.lr_scheduler_type, [t.value for t in SchedulerType])
+    if cfg.trainer_args:
+        try:
+            TrainingArguments(output_dir="unused", use_cpu=not torch.cuda.is_available(), **cfg.trainer_args)
+        except (TypeError, ValueError, ImportError) as e:
+            raise ConfigError(
+                f"trainer_args {cfg.trainer_args}: the Trainer refuses them: {e}",
+                hint="Fix those options (transformers' TrainingArguments documents each), or remove them.",
+                key="trainer_args",
+            ) from None
     check_choice("optim", cfg.optim, [o.value for o in OptimizerNames])
     try:  # the Trainer's own lookup: it knows which package each optimizer needs
         probe = TrainingArguments(output_dir="unused", optim=cfg.optim, use_cpu=not torch.cuda.is_available())
