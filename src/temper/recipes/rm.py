@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,20 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
     return model, tokenizer, ref, merged
 
 
+@contextmanager
+def quiet_load_report(active: bool) -> Iterator[None]:
+    """transformers' warnings (its load report) off while `active`, as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    if active:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     return out.logits.squeeze(-1).float()
@@ -170,9 +186,12 @@ class RewardModel:
         ref = resolve(str(run_dir))
         tokenizer = load_tokenizer(ref)
         src = Path(run_dir) if manifest.get("weights") == "full" else ref.path
-        model = AutoModelForSequenceClassification.from_pretrained(
-            src, num_labels=1, dtype=pick_dtype(dtype), local_files_only=True
-        )
+        with quiet_load_report(manifest.get("weights") == "adapter"):
+            # The base has no score head: transformers reports it "newly initialized", but the adapter holds
+            # the trained one (modules_to_save), loaded just below.
+            model = AutoModelForSequenceClassification.from_pretrained(
+                src, num_labels=1, dtype=pick_dtype(dtype), local_files_only=True
+            )
         if manifest.get("weights") == "adapter":
             from peft import PeftModel
 
