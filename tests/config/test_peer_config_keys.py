@@ -313,3 +313,13 @@ def test_trainer_options_temper_sets_itself_are_named_or_refused() -> None:
     }
     with pytest.raises(ConfigError, match="trainer_args: got 'steps', expected a mapping"):
         SFTConfig.from_dict({"trainer_args": "steps"})
+
+
+def test_data_loading_knobs_of_the_peers_read() -> None:
+    cfg = SFTConfig.from_dict({"streaming": True, "tokenized_path": "cache/", "lazy_tokenize": True})
+    assert [n.split(" ")[1] for n in cfg.notes] == ["streaming", "tokenized_path", "lazy_tokenize"]
+    # ms-swift drops an over-long row by default (delete); temper's names: drop, truncate
+    assert SFTConfig.from_dict({"truncation_strategy": "delete"}).data.truncation == "drop"
+    assert SFTConfig.from_dict({"truncation_strategy": "right"}).data.truncation == "truncate"
+    with pytest.raises(ConfigError, match="truncation_strategy: got 'split'"):
+        SFTConfig.from_dict({"truncation_strategy": "split"})

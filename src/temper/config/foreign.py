@@ -32,6 +32,9 @@ IGNORED: dict[str, str] = {
     "plot_loss": "temper always writes loss.png into the run directory",
     "ddp_timeout": "the launcher's default collective timeout applies",
     "pissa_convert": "temper always saves a PiSSA adapter converted to a plain LoRA over the original base",
+    "streaming": "temper reads local data files whole (their rows are converted and checked up front)",
+    "tokenized_path": "temper keeps no tokenized copy of the data; each run tokenizes its rows",
+    "lazy_tokenize": "rows are tokenized up front, in the training process",
     "include_num_input_tokens_seen": "temper counts trained tokens itself (tokens/s, the manifest)",
     "save_only_model": "checkpoints keep the optimizer state so that --resume auto continues the same curve",
     "eval_strategy": "temper evaluates every eval_steps, or once per epoch, whenever there is validation data "
@@ -169,7 +172,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "rm": ("rm",),
 }
 
-_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+# torch / transformers dtype names (and temper's own) -> temper's dtype names.
+DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
+          "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}  # fmt: skip
 # The attention switches of LLaMA-Factory (flash_attn) and ms-swift (attn_impl, None = its automatic choice):
 # their values -> temper's attn_implementation.
 _ATTENTION: dict[str, dict[str, str]] = {
@@ -270,7 +275,7 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             )
         return None, None, None  # it agrees with the verb: nothing to say
     if key == "torch_dtype":  # transformers' / ms-swift's spelling of the weights dtype
-        return "dtype", _DTYPES.get(str(value), value), None
+        return "dtype", DTYPES.get(str(value), value), None
     if key in _ATTENTION:
         table = _ATTENTION[key]
         if str(value) not in table:
@@ -288,6 +293,16 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
                 key="stopping_strategy",
             )
         return "mix_strategy", table[str(value)], None
+    if key == "truncation_strategy":  # ms-swift's: what to do with a row longer than max_length
+        drop_or_cut = {"delete": "drop", "right": "truncate"}
+        if str(value) not in drop_or_cut:
+            raise ConfigError(
+                f"{source}: truncation_strategy: got {value!r}; temper drops an over-long row (delete) or cuts its "
+                "end (right).",
+                hint="Write truncation_strategy: delete or right (temper's truncation: drop or truncate).",
+                key="truncation_strategy",
+            )
+        return "truncation", drop_or_cut[str(value)], None
     if key == "neat_packing":  # LLaMA-Factory's packing without cross-sample attention: temper's only kind
         return "packing", value, None
     return key, value, None

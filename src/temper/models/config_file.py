@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from temper.config.foreign import DTYPES
 from temper.errors import ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -116,14 +117,6 @@ PREDICT_IGNORED: dict[str, str] = {
     "ddp_timeout": "one process",
     "bf16": "pass --dtype",
     "fp16": "pass --dtype",
-}
-DTYPES = {
-    "float32": "fp32",
-    "bfloat16": "bf16",
-    "float16": "fp16",
-    "fp32": "fp32",
-    "bf16": "bf16",
-    "fp16": "fp16",
 }
 
 
