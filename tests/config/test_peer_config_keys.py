@@ -323,3 +323,19 @@ def test_data_loading_knobs_of_the_peers_read() -> None:
     assert SFTConfig.from_dict({"truncation_strategy": "right"}).data.truncation == "truncate"
     with pytest.raises(ConfigError, match="truncation_strategy: got 'split'"):
         SFTConfig.from_dict({"truncation_strategy": "split"})
+
+
+def test_llamafactory_newer_example_keys_read() -> None:
+    # keys of LLaMA-Factory's newer train_full examples (hparam_sweep, qwen3_full_sft_*)
+    cfg = SFTConfig.from_dict({"attn": "fa2", "pure_bf16": True, "include_mfu": True, "evaluation_strategy": "no",
+                               "use_galore": False, "galore_rank": 16, "ray_num_workers": 4,
+                               "warmup_steps": 0.1})  # fmt: skip
+    assert cfg.model.attn_implementation == "flash_attention_2" and cfg.model.dtype == "bf16"
+    assert cfg.train.warmup_steps == 0.1  # transformers 5 reads a warmup_steps below 1 as a ratio
+    noted = [n.split(" ")[1] for n in cfg.notes]
+    assert noted == ["include_mfu", "evaluation_strategy", "use_galore", "galore_rank", "ray_num_workers"]
+    assert SFTConfig.from_dict({"warmup_steps": 20.0}).train.warmup_steps == 20
+    with pytest.raises(ConfigError, match="warmup_steps: got 2.5"):
+        SFTConfig.from_dict({"warmup_steps": 2.5})
+    with pytest.raises(ConfigError, match="attn: got 'kernels-community/vllm-flash-attn3'"):
+        SFTConfig.from_dict({"attn": "kernels-community/vllm-flash-attn3"})

@@ -103,10 +103,13 @@ def test_a_key_given_twice_in_a_yaml_file_is_an_error(tmp_path: Path) -> None:
     assert SFTConfig.from_sources(path, []).train.max_steps == 3
 
 
-def test_a_renamed_trainer_key_says_what_to_write_instead() -> None:
-    with pytest.raises(ConfigError, match="unknown key 'group_by_length'") as err:
-        SFTConfig.from_sources(None, ["--group-by-length", "true"])
-    assert "train_sampling_strategy: group_by_length" in str(err.value.hint)
+def test_the_trainers_old_group_by_length_switch_is_the_sampling_strategy() -> None:
+    # transformers 4's (and LLaMA-Factory's examples') switch; transformers 5 has train_sampling_strategy
+    grouped = SFTConfig.from_sources(None, ["--group-by-length", "true"])
+    assert grouped.train.train_sampling_strategy == "group_by_length"
+    assert (
+        SFTConfig.from_sources(None, ["--group-by-length", "false"]).train.train_sampling_strategy == "random"
+    )
 
 
 def test_a_bad_value_names_the_key_and_the_choices() -> None:

@@ -53,18 +53,15 @@ ALIASES: dict[str, str] = {
     "enable_dft_loss": "use_dft_loss",  # ms-swift's name
     "interleave_prob": "interleave_probs",  # ms-swift's name
     "modules_to_save": "additional_target",  # peft's and ms-swift's name
+    "pref_beta": "beta",  # LLaMA-Factory's names of the preference options
+    "dpo_label_smoothing": "label_smoothing",
+    "kto_chosen_weight": "desirable_weight",
+    "kto_rejected_weight": "undesirable_weight",
     "bnb_4bit_quant_type": "quantization_type",  # ms-swift's (and transformers') name
     "bnb_4bit_use_double_quant": "double_quantization",  # ms-swift's (and transformers') name
     "split_dataset_ratio": "val_size",  # ms-swift's name
     "default_system": "system",  # LLaMA-Factory's name: the system prompt of rows without one
     "eval_limit": "limit",  # ms-swift's `swift eval --eval_limit N`
-}
-
-# Keys that other tools (or transformers 4) spell with another meaning: no alias can carry the value over, so
-# the error says what to write instead.
-RENAMED: dict[str, str] = {
-    "group_by_length": "transformers 5 replaced it: write `train_sampling_strategy: group_by_length` (true) or "
-    "`random` (false); `sequential` keeps file order.",
 }
 
 
@@ -234,7 +231,7 @@ class ComposedConfig:
                 passed.append(key)
                 continue
             if key not in keys:
-                hint = RENAMED.get(key) or _closest_key_hint(key, list(keys))
+                hint = _closest_key_hint(key, list(keys))
                 raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value, f.metadata.get("split", True))

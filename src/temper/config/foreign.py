@@ -32,6 +32,15 @@ IGNORED: dict[str, str] = {
     "plot_loss": "temper always writes loss.png into the run directory",
     "ddp_timeout": "the launcher's default collective timeout applies",
     "pissa_convert": "temper always saves a PiSSA adapter converted to a plain LoRA over the original base",
+    "evaluation_strategy": "temper evaluates every eval_steps, or once per epoch, whenever there is validation data "
+    "(val_size)",
+    "include_mfu": "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
+    "mfu_profile_every": "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
+    "mfu_warmup_steps": "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
+    "cache_dir": "temper loads models from local dirs and the Hugging Face cache, offline",
+    "force_file_system_sharing": "batches are built in the training process",
+    "placement_strategy": "temper launches with torchrun (--nproc, --nnodes), not Ray",
+    "resources_per_worker": "temper launches with torchrun (--nproc, --nnodes), not Ray",
     "streaming": "temper reads local data files whole (their rows are converted and checked up front)",
     "tokenized_path": "temper keeps no tokenized copy of the data; each run tokenizes its rows",
     "lazy_tokenize": "rows are tokenized up front, in the training process",
@@ -106,9 +115,22 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
         "For PiSSA write pissa_init: true (pissa_iter: -1 for the full SVD, as init_weights: pissa)",
     ),
     "lora_bias": (("none", "false"), "temper's LoRA layers have no bias of their own", ""),
+    "use_eaft_loss": (("false",), "the EAFT loss is not in temper", "DFT is: use_dft_loss: true"),
+    "mixture_of_depths": (("none", "false"), "Mixture-of-Depths conversion is not in temper", ""),
+    "use_ray": (("false",), "temper launches with torchrun, not Ray", "Train on N processes with --nproc N"),
+    "pref_bco_weight": (("0", "0.0"), "the BCO term of LLaMA-Factory's DPO is not in temper", ""),
+    "ld_alpha": (("none",), "LD-DPO's length weighting is not in temper", ""),
+    "enable_thinking": (
+        ("true",),
+        "temper renders a chat template with its own defaults (a thinking template keeps thinking on)",
+        "",
+    ),
 }
 # Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
-KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config")
+KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config",
+           "use_cce")  # fmt: skip
+# Settings of methods temper does not have, read only when that method is on (use_galore, ...: refused then).
+METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
 
 # TrainingArguments options that temper sets itself: every other one passes to the Trainer (trainer_field).
 TRAINER_OWNED_IGNORED: dict[str, str] = {
@@ -149,6 +171,25 @@ UNSUPPORTED_TRAINER: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
+def _pref_loss(loss: str, verb: str, source: str) -> tuple[str | None, Any, str | None]:
+    """LLaMA-Factory's pref_loss: DPO's loss (sigmoid, hinge, ipo) or the variant it trains (orpo, simpo)."""
+    if loss in ("sigmoid", "hinge", "ipo"):
+        return "loss_type", loss, None
+    if loss in ("orpo", "simpo"):
+        if verb == loss:
+            return None, None, None
+        raise ConfigError(
+            f"{source}: pref_loss: {loss} trains {loss.upper()}, and this is `temper {verb}`.",
+            hint=f"Run `temper {loss} {source}`.",
+            key="pref_loss",
+        )
+    raise ConfigError(
+        f"{source}: pref_loss: got {loss!r}; temper trains sigmoid (DPO), hinge, ipo, orpo and simpo.",
+        hint="kto_pair: train KTO on unpaired rows with `temper kto`.",
+        key="pref_loss",
+    )
+
+
 def trainer_field(key: str) -> bool:
     """Whether `key` is a TrainingArguments option that temper passes to the Trainer as given."""
     return key in _trainer_fields()
@@ -181,6 +222,8 @@ _ATTENTION: dict[str, dict[str, str]] = {
     "flash_attn": {"auto": "auto", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2"},
     "attn_impl": {"None": "auto", "flash_attn": "flash_attention_2", "flash_attention_2": "flash_attention_2",
                   "sdpa": "sdpa", "eager": "eager"},
+    # LLaMA-Factory's newer spelling of flash_attn
+    "attn": {"auto": "auto", "sdpa": "sdpa", "eager": "eager", "disabled": "eager", "fa2": "flash_attention_2"},
 }  # fmt: skip
 
 
@@ -219,6 +262,26 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             hint=f"{instead}; or remove {key}." if instead else f"Remove {key}.",
             key=key,
         )
+    if key.startswith(METHOD_SETTINGS):
+        return None, None, f"ignored: {key} (a setting of a method temper does not have)"
+    if key == "pref_loss":  # LLaMA-Factory's stage dpo trains its variants by this key
+        return _pref_loss(str(value), verb, source)
+    if key == "pref_ftx":  # LLaMA-Factory's SFT term in DPO: temper's (and TRL's) rpo_alpha
+        if float(value) == 0:
+            return None, None, None
+        return (
+            "rpo_alpha",
+            value,
+            (
+                "pref_ftx -> rpo_alpha (temper averages the chosen replies' NLL over the batch's tokens; "
+                "LLaMA-Factory over each reply, then the batch)"
+            ),
+        )
+    if key == "pure_bf16":  # LLaMA-Factory's: bf16 weights, no fp32 copy (temper's dtype bf16)
+        return ("dtype", "bf16", None) if str(value).lower() in ("true", "1", "yes") else (None, None, None)
+    if key == "group_by_length":  # the Trainer's (transformers 4) and LLaMA-Factory's switch
+        order = "group_by_length" if str(value).lower() in ("true", "1", "yes") else "random"
+        return "train_sampling_strategy", order, None
     if key in KERNELS:
         return (
             None,

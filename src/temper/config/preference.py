@@ -138,6 +138,8 @@ class PreferenceConfig(ComposedConfig):
         values = {
             ALIASES.get(str(k).replace("-", "_"), str(k).replace("-", "_")): v for k, v in values.items()
         }
+        if verb == "rlhf" and "rlhf_type" not in values and str(values.get("pref_loss")) in ("orpo", "simpo"):
+            values["rlhf_type"] = values.pop("pref_loss")  # LLaMA-Factory's stage dpo names its variant so
         if verb != "rlhf":
             given = values.get("rlhf_type", verb)
             if given != verb:

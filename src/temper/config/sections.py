@@ -238,7 +238,10 @@ class TrainCfg:
     learning_rate: float = field(1e-4, help="peak learning rate")
     lr_scheduler_type: str = field("cosine", help="linear, cosine, constant, constant_with_warmup, ...")
     warmup_ratio: float = field(0.0, help="fraction of steps spent warming up")
-    warmup_steps: int = field(0, help="steps spent warming up (overrides warmup_ratio when > 0)")
+    warmup_steps: float = field(
+        0,
+        help="steps spent warming up (overrides warmup_ratio when > 0); below 1, a ratio, as transformers 5 reads it",
+    )
     weight_decay: float = field(0.0, help="AdamW weight decay")
     optim: str = field(
         "adamw_torch_fused",
@@ -305,6 +308,13 @@ class TrainCfg:
                 key="warmup_ratio",
             )
         check_range("warmup_steps", self.warmup_steps, 0, None)
+        if self.warmup_steps >= 1 and not float(self.warmup_steps).is_integer():
+            raise ConfigError(
+                f"warmup_steps: got {self.warmup_steps!r}; a number of steps is whole (below 1 it is a ratio).",
+                key="warmup_steps",
+            )
+        if float(self.warmup_steps).is_integer():
+            self.warmup_steps = int(self.warmup_steps)
         check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1, None)
         # None is "the default" for these; 0 would have read as None (or, for logging, failed in the Trainer).
         for key in (
