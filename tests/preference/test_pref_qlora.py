@@ -1,4 +1,4 @@
-"""Preference training on a 4-bit base (QLoRA), and the verbs that refuse one."""
+"""Preference training on a 4-bit base (QLoRA), the verbs that refuse one, and the PiSSA start they all refuse."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def test_reward_models_refuse_a_quantized_base(
     with pytest.raises(ConfigError, match="reward models on unquantized weights"):
         train_rm(cfg)
     assert not (tmp_path / "rm" / "temper_run.json").exists()
+
+
+@pytest.mark.parametrize("verb", ["dpo", "kto", "rm"])
+def test_preference_verbs_refuse_a_pissa_start_before_writing_anything(
+    verb: str, tiny_llama_dir: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    cfg = cfg_for(verb, tiny_llama_dir, pairs_file, tmp_path / verb, "--pissa-init")
+    with pytest.raises(ConfigError, match="pissa_init: a PiSSA start moves the base weights"):
+        train_rlhf(cfg)
+    assert not (tmp_path / verb).exists()

@@ -165,6 +165,14 @@ def precompute_pairs(model: Any, rows: list[dict[str, Any]], collator: Any, batc
 
 
 def start_run(cfg: PreferenceConfig) -> Path:
+    """What every preference recipe (DPO family, KTO, RM) does first: checks, notes, the run dir, the seed."""
+    if cfg.tune.pissa_init:
+        raise ConfigError(
+            "pissa_init: a PiSSA start moves the base weights, and preference training needs them as they were "
+            "(the reference, a merged start, a reward model's backbone).",
+            hint="Train the PiSSA adapter with temper sft, then start this run from that run dir.",
+            key="pissa_init",
+        )
     run_dir = Path(cfg.train.output_dir)
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
     check_trainer_names(cfg.train)
@@ -202,13 +210,6 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
         if cfg.model.dtype != "auto"
         else ("bf16" if bf16 and cfg.tune.tuning == "lora" else "fp32")
     )
-    if cfg.tune.pissa_init:
-        raise ConfigError(
-            "pissa_init: a PiSSA start moves the base weights, and preference training needs them as they were "
-            "(the reference, a merged start).",
-            hint="Train the PiSSA adapter with temper sft, then start this run from that run dir.",
-            key="pissa_init",
-        )
     if ref.adapters and cfg.tune.quantization:
         raise ConfigError(
             f"{ref.name} has a LoRA adapter, which this run would merge into its base; a quantized base cannot "
