@@ -32,28 +32,43 @@ IGNORED: dict[str, str] = {
     "plot_loss": "temper always writes loss.png into the run directory",
     "ddp_timeout": "the launcher's default collective timeout applies",
     "pissa_convert": "temper always saves a PiSSA adapter converted to a plain LoRA over the original base",
-    "evaluation_strategy": "temper evaluates every eval_steps, or once per epoch, whenever there is validation data "
-    "(val_size)",
-    "include_mfu": "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
-    "mfu_profile_every": "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
-    "mfu_warmup_steps": "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
+    **dict.fromkeys(
+        ("include_mfu", "mfu_profile_every", "mfu_warmup_steps"),
+        "temper's bench/sft.py measures MFU against this machine's matmul ceiling",
+    ),
     "cache_dir": "temper loads models from local dirs and the Hugging Face cache, offline",
     "force_file_system_sharing": "batches are built in the training process",
-    "placement_strategy": "temper launches with torchrun (--nproc, --nnodes), not Ray",
-    "resources_per_worker": "temper launches with torchrun (--nproc, --nnodes), not Ray",
+    **dict.fromkeys(
+        ("placement_strategy", "resources_per_worker"),
+        "temper launches with torchrun (--nproc, --nnodes), not Ray",
+    ),
     "streaming": "temper reads local data files whole (their rows are converted and checked up front)",
     "tokenized_path": "temper keeps no tokenized copy of the data; each run tokenizes its rows",
     "lazy_tokenize": "rows are tokenized up front, in the training process",
     "include_num_input_tokens_seen": "temper counts trained tokens itself (tokens/s, the manifest)",
     "save_only_model": "checkpoints keep the optimizer state so that --resume auto continues the same curve",
-    "eval_strategy": "temper evaluates every eval_steps, or once per epoch, whenever there is validation data "
-    "(val_size)",
+    **dict.fromkeys(
+        ("eval_strategy", "evaluation_strategy"),
+        "temper evaluates every eval_steps, or once per epoch, whenever there is validation data (val_size)",
+    ),
     "do_eval": "temper evaluates whenever there is validation data (val_size)",
     "dataset_num_proc": "rows are converted and tokenized in the training process",
     "load_from_cache_file": "temper keeps no cache of preprocessed data; each run tokenizes its rows",
     "add_version": "temper writes into output_dir itself, without a v0-<time> subfolder",
     "infer_backend": "temper decodes with its own engine",
     "eval_backend": "temper scores with its own evaluators (EvalScope's definitions, see docs/eval.md)",
+    # TrainingArguments options that temper sets itself (every other one passes to the Trainer: trainer_field)
+    "disable_tqdm": "temper draws its own progress bar",
+    "use_cpu": "temper trains on the GPU when there is one, else on the CPU",
+    "local_rank": "the launcher sets each process's rank",
+    **dict.fromkeys(
+        ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"),
+        "temper's gradient_checkpointing is the non-reentrant kind",
+    ),
+    **dict.fromkeys(
+        ("hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision"),
+        "temper never uploads (it runs offline)",
+    ),
 }
 
 # Peer keys for methods temper does not have: harmless at their "off" values (named once, like IGNORED), and a
@@ -125,26 +140,7 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
         "temper renders a chat template with its own defaults (a thinking template keeps thinking on)",
         "",
     ),
-}
-# Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
-KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config",
-           "use_cce")  # fmt: skip
-# Settings of methods temper does not have, read only when that method is on (use_galore, ...: refused then).
-METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
-
-# TrainingArguments options that temper sets itself: every other one passes to the Trainer (trainer_field).
-TRAINER_OWNED_IGNORED: dict[str, str] = {
-    "disable_tqdm": "temper draws its own progress bar",
-    "use_cpu": "temper trains on the GPU when there is one, else on the CPU",
-    "local_rank": "the launcher sets each process's rank",
-    "activation_checkpointing_kwargs": "temper's gradient_checkpointing is the non-reentrant kind",
-    "gradient_checkpointing_kwargs": "temper's gradient_checkpointing is the non-reentrant kind",
-    **dict.fromkeys(
-        ("hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision"),
-        "temper never uploads (it runs offline)",
-    ),
-}
-UNSUPPORTED_TRAINER: dict[str, tuple[tuple[str, ...], str, str]] = {
+    # TrainingArguments options that temper sets itself
     "push_to_hub": (("false",), "temper never uploads (it runs offline)", "Upload OUTPUT_DIR yourself"),
     "remove_unused_columns": (
         ("false",),
@@ -169,6 +165,11 @@ UNSUPPORTED_TRAINER: dict[str, tuple[tuple[str, ...], str, str]] = {
         "Write distributed: fsdp (--distributed fsdp)",
     ),
 }
+# Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
+KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config",
+           "use_cce")  # fmt: skip
+# Settings of methods temper does not have, read only when that method is on (use_galore, ...: refused then).
+METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
 
 
 def _pref_loss(loss: str, verb: str, source: str) -> tuple[str | None, Any, str | None]:
@@ -216,15 +217,38 @@ STAGES: dict[str, tuple[str, ...]] = {
 # torch / transformers dtype names (and temper's own) -> temper's dtype names.
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
           "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}  # fmt: skip
-# The attention switches of LLaMA-Factory (flash_attn) and ms-swift (attn_impl, None = its automatic choice):
-# their values -> temper's attn_implementation.
-_ATTENTION: dict[str, dict[str, str]] = {
-    "flash_attn": {"auto": "auto", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2"},
-    "attn_impl": {"None": "auto", "flash_attn": "flash_attention_2", "flash_attention_2": "flash_attention_2",
-                  "sdpa": "sdpa", "eager": "eager"},
-    # LLaMA-Factory's newer spelling of flash_attn
-    "attn": {"auto": "auto", "sdpa": "sdpa", "eager": "eager", "disabled": "eager", "fa2": "flash_attention_2"},
+# Peer keys whose values name one of temper's: key -> (temper key, {peer value: temper value}, hint when the
+# value is none of them). The attention switches of LLaMA-Factory (flash_attn, its newer attn) and ms-swift
+# (attn_impl, None = its automatic choice); ms-swift's interleaving stop and over-long-row policy.
+_ATTENTION_HINT = "Or write temper's attn_implementation: auto, temper, sdpa, eager or flash_attention_2."
+_FLASH_ATTN = {"auto": "auto", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2"}
+VALUE_MAPS: dict[str, tuple[str, dict[str, str], str]] = {
+    "flash_attn": ("attn_implementation", _FLASH_ATTN, _ATTENTION_HINT),
+    "attn": ("attn_implementation", {**_FLASH_ATTN, "eager": "eager"}, _ATTENTION_HINT),
+    "attn_impl": (
+        "attn_implementation",
+        {"None": "auto", "flash_attn": "flash_attention_2", "flash_attention_2": "flash_attention_2",
+         "sdpa": "sdpa", "eager": "eager"},
+        _ATTENTION_HINT,
+    ),
+    "stopping_strategy": (
+        "mix_strategy",
+        {"first_exhausted": "interleave_under", "all_exhausted": "interleave_over"},
+        "first_exhausted stops when one dataset runs out (mix_strategy interleave_under), all_exhausted when "
+        "every one was used whole (interleave_over).",
+    ),
+    "truncation_strategy": (
+        "truncation",
+        {"delete": "drop", "right": "truncate"},
+        "Write truncation_strategy: delete (drop an over-long row) or right (cut its end): temper's truncation "
+        "drop or truncate.",
+    ),
 }  # fmt: skip
+
+
+def _true(value: Any) -> bool:
+    """A peer's boolean as YAML or a command line gives it (true, 1, yes)."""
+    return str(value).lower() in ("true", "1", "yes")
 
 
 def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None, Any, str | None]:
@@ -238,7 +262,7 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             hint="Remove do_train, or evaluate a run with `temper eval RUN_DIR`.",
             key="do_train",
         )
-    if key == "do_predict" and str(value).lower() in ("true", "1", "yes"):
+    if key == "do_predict" and _true(value):
         raise ConfigError(
             f"{source}: do_predict asks for predictions on eval_dataset, and `temper {verb}` trains.",
             hint=f"Predict with temper infer {source} (its model, adapter, eval_dataset and output_dir); with "
@@ -249,12 +273,10 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
         return None, None, "ignored: do_predict false (training is what this verb does)"
     if key in IGNORED:
         return None, None, f"ignored: {key} ({IGNORED[key]})"
-    if key in TRAINER_OWNED_IGNORED:
-        return None, None, f"ignored: {key} ({TRAINER_OWNED_IGNORED[key]})"
     if key == "activation_checkpointing":  # transformers 5's name of gradient_checkpointing
         return "gradient_checkpointing", value, None
-    if key in UNSUPPORTED or key in UNSUPPORTED_TRAINER:
-        off, missing, instead = UNSUPPORTED.get(key) or UNSUPPORTED_TRAINER[key]
+    if key in UNSUPPORTED:
+        off, missing, instead = UNSUPPORTED[key]
         if value is None or str(value).strip().lower() in off:
             return None, None, f"ignored: {key} {value} (off: the default)"
         raise ConfigError(
@@ -278,9 +300,9 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             ),
         )
     if key == "pure_bf16":  # LLaMA-Factory's: bf16 weights, no fp32 copy (temper's dtype bf16)
-        return ("dtype", "bf16", None) if str(value).lower() in ("true", "1", "yes") else (None, None, None)
+        return ("dtype", "bf16", None) if _true(value) else (None, None, None)
     if key == "group_by_length":  # the Trainer's (transformers 4) and LLaMA-Factory's switch
-        order = "group_by_length" if str(value).lower() in ("true", "1", "yes") else "random"
+        order = "group_by_length" if _true(value) else "random"
         return "train_sampling_strategy", order, None
     if key in KERNELS:
         return (
@@ -292,7 +314,7 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             ),
         )
     if key == "disable_gradient_checkpointing":  # LLaMA-Factory's: its runs checkpoint unless this is true
-        return "gradient_checkpointing", str(value).lower() not in ("true", "1", "yes"), None
+        return "gradient_checkpointing", not _true(value), None
     if key in ("quantization_bit", "quant_bits"):  # LLaMA-Factory's and ms-swift's QLoRA bits
         if value is None or str(value).lower() == "none":
             return None, None, None
@@ -339,33 +361,13 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
         return None, None, None  # it agrees with the verb: nothing to say
     if key == "torch_dtype":  # transformers' / ms-swift's spelling of the weights dtype
         return "dtype", DTYPES.get(str(value), value), None
-    if key in _ATTENTION:
-        table = _ATTENTION[key]
-        if str(value) not in table:
+    if key in VALUE_MAPS:
+        target, values, hint = VALUE_MAPS[key]
+        if str(value) not in values:
             raise ConfigError(
-                f"{source}: {key}: got {value!r}, expected one of {list(table)}.",
-                hint="Or write temper's attn_implementation: auto, temper, sdpa, eager or flash_attention_2.",
-                key=key,
+                f"{source}: {key}: got {value!r}, expected one of {list(values)}.", hint=hint, key=key
             )
-        return "attn_implementation", table[str(value)], None
-    if key == "stopping_strategy":  # ms-swift's: how interleave_prob's interleaving stops
-        table = {"first_exhausted": "interleave_under", "all_exhausted": "interleave_over"}
-        if str(value) not in table:
-            raise ConfigError(
-                f"{source}: stopping_strategy: got {value!r}, expected first_exhausted or all_exhausted.",
-                key="stopping_strategy",
-            )
-        return "mix_strategy", table[str(value)], None
-    if key == "truncation_strategy":  # ms-swift's: what to do with a row longer than max_length
-        drop_or_cut = {"delete": "drop", "right": "truncate"}
-        if str(value) not in drop_or_cut:
-            raise ConfigError(
-                f"{source}: truncation_strategy: got {value!r}; temper drops an over-long row (delete) or cuts its "
-                "end (right).",
-                hint="Write truncation_strategy: delete or right (temper's truncation: drop or truncate).",
-                key="truncation_strategy",
-            )
-        return "truncation", drop_or_cut[str(value)], None
+        return target, values[str(value)], None
     if key == "neat_packing":  # LLaMA-Factory's packing without cross-sample attention: temper's only kind
         return "packing", value, None
     return key, value, None
