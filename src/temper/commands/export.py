@@ -124,8 +124,9 @@ def _source(args: argparse.Namespace) -> tuple[Any, str | None, str | None, dict
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     from temper.errors import ConfigError, TemperError
     from temper.export import export_gguf, export_onnx, merge_run, quantize_external, quantize_int8
-    from temper.export.merge import check_has_adapter, is_reward_run, merge_reward_model
+    from temper.export.merge import check_has_adapter, merge_reward_model
     from temper.models.config_file import is_config_file
+    from temper.models.load import is_reward_run
 
     source, template, system, options = _source(args)
     args.merge = args.merge or str(args.merge_lora).lower() == "true"

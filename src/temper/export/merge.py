@@ -25,7 +25,6 @@ from temper.errors import TemperError
 from temper.export.manifest import prepare_output_dir, write_export_manifest
 from temper.models.dtype import pick_dtype
 from temper.models.load import (
-    RUN_MANIFEST,
     ModelRef,
     load_causal_lm,
     load_tokenizer,
@@ -205,18 +204,6 @@ def merge_run(
     files = save_hf_dir(src.model.to(pick_dtype(dtype)), src.tokenizer, out, max_shard_size)
     write_modelfile(out, ".", src.tokenizer, system)
     return write_export_manifest(out, "merge", src.info, sorted([*files, "Modelfile"]), dtype=dtype)
-
-
-def is_reward_run(source: str | Path | ModelRef) -> bool:
-    """Whether `source` is a `temper rm` run dir (a score head in place of the LM head)."""
-    from temper.runs import read_manifest
-
-    run_dir = as_ref(source).run_dir
-    return (
-        run_dir is not None
-        and (run_dir / RUN_MANIFEST).is_file()
-        and read_manifest(run_dir).get("kind") == "rm"
-    )
 
 
 def merge_reward_model(

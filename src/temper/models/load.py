@@ -276,13 +276,18 @@ def load_tokenizer(ref: ModelRef | str) -> Any:
     return tok
 
 
-def refuse_reward_model(ref: ModelRef) -> None:
-    """Raise when `ref` is a `temper rm` run: a score head in place of the LM head, so it cannot generate (a
-    causal-LM load would drop the head and, with tied embeddings, quietly give the backbone as a language model)."""
-    run_dir = ref.run_dir
+def is_reward_run(source: ModelRef | str | os.PathLike[str]) -> bool:
+    """Whether `source` is a `temper rm` run dir: a score head in place of the LM head."""
+    run_dir = (source if isinstance(source, ModelRef) else resolve(source)).run_dir
     if run_dir is None or not (run_dir / RUN_MANIFEST).is_file():
-        return
-    if json.loads((run_dir / RUN_MANIFEST).read_text()).get("kind") == "rm":
+        return False
+    return bool(json.loads((run_dir / RUN_MANIFEST).read_text()).get("kind") == "rm")
+
+
+def refuse_reward_model(ref: ModelRef) -> None:
+    """Raise when `ref` is a `temper rm` run: it cannot generate (a causal-LM load would drop the score head and,
+    with tied embeddings, quietly give the backbone as a language model)."""
+    if is_reward_run(ref):
         raise TemperError(
             f"{ref.name} is a reward model (written by temper rm): it scores replies and does not generate.",
             hint=f"Score replies with: temper rm-score {ref.name} --prompt 'a question' --response 'a reply' "
