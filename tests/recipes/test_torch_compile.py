@@ -46,7 +46,7 @@ def test_torch_compile_without_a_compiler_is_a_config_error(
 def test_compile_blocks_compiles_each_decoder_layer_in_place(tiny_llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from temper.training.engine import compile_blocks
+    from temper.models.compile import compile_blocks
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, local_files_only=True)
     names = set(model.state_dict())
@@ -65,7 +65,7 @@ def test_compiled_temper_attention_takes_new_lengths_without_recompiling(
     from transformers import AutoModelForCausalLM
 
     import temper.models.attention as attention
-    from temper.training.engine import compile_blocks
+    from temper.models.compile import compile_blocks
 
     monkeypatch.setattr(attention, "QUERY_BLOCK", 8)  # uncompiled, 24 / 40 / 57 tokens are 3 / 5 / 7 blocks
 

@@ -28,6 +28,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from temper.config.sections import TrainCfg, TuneCfg
 from temper.errors import ConfigError
+from temper.models.compile import compile_blocks
 from temper.models.dtype import bf16_supported
 from temper.models.norm import fuse_rms_norms
 from temper.training.callbacks import (
@@ -179,35 +180,6 @@ class TemperTrainer(Trainer):
 
 def use_bf16(cfg: TrainCfg) -> bool:
     return not cfg.fp16 and (cfg.bf16 == "true" or (cfg.bf16 == "auto" and bf16_supported()))
-
-
-def compile_blocks(model: Any) -> int:
-    """torch.compile every block of the model's repeated-block list in place; returns how many.
-
-    Regional compilation (as in accelerate's `compile_regions`, but in place so state-dict keys and the peft
-    wrapper stay as they are): the blocks share one class, so the compiled code of the first serves them all,
-    and a 30-block model compiles in tens of seconds rather than minutes. dynamic=True: batches grouped by
-    length change the sequence length every step, which must not trigger a recompile each time.
-    """
-    import shutil
-
-    if not torch.cuda.is_available() and not (shutil.which("c++") or shutil.which("g++")):
-        raise ConfigError(
-            "torch_compile: true needs a C++ compiler on CPU (inductor builds its kernels with it); none found.",
-            hint="Install one (Debian/Ubuntu: apt-get install g++) or run without --torch-compile.",
-            key="torch_compile",
-        )
-    for module in model.modules():
-        blocks = list(module.children()) if isinstance(module, torch.nn.ModuleList) else []
-        if len(blocks) > 1 and len({type(b) for b in blocks}) == 1:
-            for block in blocks:
-                block.compile(dynamic=True)
-            return len(blocks)
-    raise ConfigError(
-        f"torch_compile: no list of repeated blocks found in {type(model).__name__}.",
-        hint="Run without --torch-compile for this model.",
-        key="torch_compile",
-    )
 
 
 def build_training_args(
