@@ -80,3 +80,15 @@ def test_real_files_interleave_row_by_row(lf: Path) -> None:
     alone = [load_records([f], model_name="Ember", model_author="us") for f in files]
     assert rows == [r for pair in zip(*alone, strict=False) for r in pair]
     assert len(rows) == 2 * 40
+
+
+def test_swift_stopping_strategy_alone_keeps_datasets_concatenated() -> None:
+    # ms-swift interleaves only with interleave_prob; its args.json always carries stopping_strategy, so on its own
+    # the key must leave the datasets concatenated, as ms-swift does, and say so.
+    cfg = SFTConfig.from_sources(None, ["--stopping_strategy", "first_exhausted"])
+    assert cfg.data.mix_strategy == "concat"
+    assert any("stopping_strategy first_exhausted" in n and "concatenated" in n for n in cfg.notes)
+    with_probs = SFTConfig.from_sources(
+        None, ["--stopping_strategy", "first_exhausted", "--interleave_prob", "0.5", "0.5"]
+    )
+    assert with_probs.data.mix_strategy == "interleave_under"

@@ -251,6 +251,25 @@ def _true(value: Any) -> bool:
     return str(value).lower() in ("true", "1", "yes")
 
 
+def inert_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(values without the peer keys that do nothing in the config they came in, notes naming them).
+
+    ms-swift's stopping_strategy is read only together with interleave_prob: without it, ms-swift concatenates
+    its datasets, whatever stopping_strategy says (and every ms-swift args.json has one, first_exhausted by
+    default). Translated on its own it would make temper interleave where ms-swift does not.
+    """
+    names = {k.replace("-", "_") for k in values}
+    if "stopping_strategy" in names and not names & {"interleave_prob", "interleave_probs", "mix_strategy"}:
+        kept = {k: v for k, v in values.items() if k.replace("-", "_") != "stopping_strategy"}
+        value = next(v for k, v in values.items() if k.replace("-", "_") == "stopping_strategy")
+        note = (
+            f"ignored: stopping_strategy {value} (ms-swift applies it only with interleave_prob; without, the "
+            "datasets are concatenated)"
+        )
+        return kept, [note]
+    return dict(values), []
+
+
 def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None, Any, str | None]:
     """(temper key or None to drop it, value, note to print or None) for a key that is not a field.
 
