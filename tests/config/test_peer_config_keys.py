@@ -333,7 +333,8 @@ def test_llamafactory_newer_example_keys_read() -> None:
     assert cfg.model.attn_implementation == "flash_attention_2" and cfg.model.dtype == "bf16"
     assert cfg.train.warmup_steps == 0.1  # transformers 5 reads a warmup_steps below 1 as a ratio
     noted = [n.split(" ")[1] for n in cfg.notes]
-    assert noted == ["include_mfu", "evaluation_strategy", "use_galore", "galore_rank", "ray_num_workers"]
+    assert noted == ["include_mfu", "use_galore", "galore_rank", "ray_num_workers"]
+    assert cfg.train.eval_strategy == "no"  # transformers 4's name of eval_strategy
     assert SFTConfig.from_dict({"warmup_steps": 20.0}).train.warmup_steps == 20
     with pytest.raises(ConfigError, match="warmup_steps: got 2.5"):
         SFTConfig.from_dict({"warmup_steps": 2.5})

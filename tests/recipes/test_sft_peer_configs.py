@@ -94,6 +94,30 @@ def test_a_validation_file_is_evaluated_and_not_trained_on(
     assert "the data files changed since this run started" in capsys.readouterr().err
 
 
+def test_eval_strategy_steps_and_no(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from temper.errors import ConfigError
+    from temper.runs import read_metrics
+
+    data = write_rows(tmp_path / "rows.jsonl", 12)
+    # steps without eval_steps: every logging_steps, as the Trainer does; the final eval comes at the end
+    out = tmp_path / "steps"
+    train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "3", "--val-size", "4",
+                       "--eval_strategy", "steps", "--logging-steps", "2"))  # fmt: skip
+    assert sorted({r["step"] for r in read_metrics(out) if "eval_loss" in r}) == [2, 3]
+    # no (LLaMA-Factory's and ms-swift's spelling, also transformers 4's evaluation_strategy): the rows stay
+    # held out from training and nothing is evaluated, neither on the way nor at the end
+    out = tmp_path / "no"
+    result = train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "3", "--val-size", "4",
+                                "--evaluation_strategy", "no", "--eval-steps", "1"))  # fmt: skip
+    assert not [r for r in read_metrics(out) if "eval_loss" in r]
+    assert "eval_loss" not in result.metrics
+    with pytest.raises(ConfigError, match="early_stopping_patience 2 needs evaluations"):
+        train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "x", "--val-size", "4", "--eval-strategy", "no",
+                           "--early-stopping-patience", "2"))  # fmt: skip
+    with pytest.raises(ConfigError, match="eval_strategy"):
+        make_cfg(tiny_llama_dir, data, tmp_path / "y", "--eval-strategy", "sometimes")
+
+
 def test_any_other_trainer_option_reaches_the_trainer_as_given(
     tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,6 +52,7 @@ ALIASES: dict[str, str] = {
     "lorap_lr_ratio": "loraplus_lr_ratio",  # ms-swift's name
     "enable_dft_loss": "use_dft_loss",  # ms-swift's name
     "interleave_prob": "interleave_probs",  # ms-swift's name
+    "evaluation_strategy": "eval_strategy",  # the Trainer's name before transformers 4.46
     "modules_to_save": "additional_target",  # peft's and ms-swift's name
     "pref_beta": "beta",  # LLaMA-Factory's names of the preference options
     "dpo_label_smoothing": "label_smoothing",

@@ -47,11 +47,7 @@ IGNORED: dict[str, str] = {
     "lazy_tokenize": "rows are tokenized up front, in the training process",
     "include_num_input_tokens_seen": "temper counts trained tokens itself (tokens/s, the manifest)",
     "save_only_model": "checkpoints keep the optimizer state so that --resume auto continues the same curve",
-    **dict.fromkeys(
-        ("eval_strategy", "evaluation_strategy"),
-        "temper evaluates every eval_steps, or once per epoch, whenever there is validation data (val_size)",
-    ),
-    "do_eval": "temper evaluates whenever there is validation data (val_size)",
+    "do_eval": "temper evaluates whenever there is validation data (val_size), unless eval_strategy is no",
     "dataset_num_proc": "rows are converted and tokenized in the training process",
     "load_from_cache_file": "temper keeps no cache of preprocessed data; each run tokenizes its rows",
     "add_version": "temper writes into output_dir itself, without a v0-<time> subfolder",

@@ -272,6 +272,11 @@ class TrainCfg:
         "~30-80 s of compiling at the start; needs a C++ compiler on CPU",
     )
     logging_steps: int = field(1, help="log every N steps")
+    eval_strategy: str = field(
+        "auto",
+        help="when to evaluate on the validation rows: auto (every eval_steps if given, else once per epoch, "
+        "and once at the end), steps, epoch, or no (never: the rows stay held out, as in the Trainer)",
+    )
     eval_steps: int | None = field(
         None, help="evaluate every N steps (default: once per epoch when a val split exists)"
     )
@@ -316,6 +321,7 @@ class TrainCfg:
         if float(self.warmup_steps).is_integer():
             self.warmup_steps = int(self.warmup_steps)
         check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1, None)
+        check_choice("eval_strategy", self.eval_strategy, ["auto", "steps", "epoch", "no"])
         # None is "the default" for these; 0 would have read as None (or, for logging, failed in the Trainer).
         for key in (
             "logging_steps",

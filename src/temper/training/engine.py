@@ -193,8 +193,10 @@ def build_training_args(
 ) -> TrainingArguments:
     """TrainCfg -> TrainingArguments. Per-epoch eval/save unless steps are given."""
     eval_strategy = "no"
-    if has_eval:
-        eval_strategy = "steps" if cfg.eval_steps else "epoch"
+    if has_eval and cfg.eval_strategy != "no":
+        auto = "steps" if cfg.eval_steps else "epoch"
+        eval_strategy = auto if cfg.eval_strategy == "auto" else cfg.eval_strategy
+    has_eval = eval_strategy != "no"
     save_strategy = "steps" if cfg.save_steps else "epoch"
     best = has_eval and (metric_for_best_model is not None or cfg.early_stopping_patience is not None)
     if best and eval_strategy != save_strategy:
@@ -225,7 +227,7 @@ def build_training_args(
         neftune_noise_alpha=cfg.neftune_noise_alpha,
         logging_steps=cfg.logging_steps,
         eval_strategy=eval_strategy,
-        eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
+        eval_steps=(cfg.eval_steps or cfg.logging_steps) if eval_strategy == "steps" else None,
         save_strategy=save_strategy,
         save_steps=(cfg.save_steps or cfg.eval_steps or 500) if save_strategy == "steps" else 500,
         save_total_limit=cfg.save_total_limit,
@@ -280,6 +282,14 @@ def train(
             "--early-stopping-patience.",
             key="early_stopping_patience",
         )
+    if cfg.eval_strategy == "no" and cfg.early_stopping_patience:
+        raise ConfigError(
+            f"eval_strategy: no, but early_stopping_patience {cfg.early_stopping_patience} needs evaluations.",
+            hint="Drop eval_strategy no (temper then evaluates every eval_steps, or once per epoch).",
+            key="eval_strategy",
+        )
+    if cfg.eval_strategy == "no":  # held out and never evaluated, as the Trainer does with eval_strategy no
+        eval_dataset, metric_for_best_model = None, None
     resume = find_resume_checkpoint(run_dir, cfg.resume)
     args = build_training_args(
         cfg,
