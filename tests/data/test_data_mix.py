@@ -92,3 +92,6 @@ def test_swift_stopping_strategy_alone_keeps_datasets_concatenated() -> None:
         None, ["--stopping_strategy", "first_exhausted", "--interleave_prob", "0.5", "0.5"]
     )
     assert with_probs.data.mix_strategy == "interleave_under"
+    # an ms-swift args.json lists interleave_prob as null when it was not set
+    args_json = SFTConfig.from_dict({"stopping_strategy": "first_exhausted", "interleave_prob": None})
+    assert args_json.data.mix_strategy == "concat"

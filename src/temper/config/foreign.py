@@ -254,7 +254,8 @@ def inert_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     its datasets, whatever stopping_strategy says (and every ms-swift args.json has one, first_exhausted by
     default). Translated on its own it would make temper interleave where ms-swift does not.
     """
-    names = {k.replace("-", "_") for k in values}
+    # An args.json lists every option, unset ones as null: only a value that is there counts.
+    names = {k.replace("-", "_") for k, v in values.items() if v not in (None, "None", "", [])}
     if "stopping_strategy" in names and not names & {"interleave_prob", "interleave_probs", "mix_strategy"}:
         kept = {k: v for k, v in values.items() if k.replace("-", "_") != "stopping_strategy"}
         value = next(v for k, v in values.items() if k.replace("-", "_") == "stopping_strategy")
