@@ -225,13 +225,22 @@ def test_validation_rows_from_their_own_files(shared_data: Path) -> None:
 
 def test_peer_methods_temper_lacks_are_refused_unless_off() -> None:
     for key, value in (("use_galore", True), ("use_badam", True), ("use_llama_pro", True),
-                       ("rope_scaling", "linear"), ("sequence_parallel_size", 2), ("init_weights", "pissa")):  # fmt: skip
+                       ("rope_scaling", "linear"), ("sequence_parallel_size", 2), ("init_weights", "olora")):  # fmt: skip
         with pytest.raises(ConfigError, match=f"{key}: .*not in temper|{key}: .*temper") as err:
             SFTConfig.from_dict({key: value}, source="lf.yaml")
         assert err.value.hint and key in err.value.hint, key
     cfg = SFTConfig.from_dict({"use_galore": False, "sequence_parallel_size": 1, "use_unsloth": True})
     assert [n.split(" ")[1] for n in cfg.notes] == ["use_galore", "sequence_parallel_size", "use_unsloth"]
     assert cfg.to_dict() == SFTConfig.from_dict({}).to_dict()
+
+
+def test_swift_init_weights_pissa_is_temper_pissa() -> None:
+    # ms-swift's (and peft's) init_weights: pissa = the full SVD, pissa_niter_N = a fast SVD of N iterations
+    full = SFTConfig.from_sources(None, ["--train_type", "lora", "--init_weights", "pissa"])
+    assert (full.tune.pissa_init, full.tune.pissa_iter) == (True, -1)
+    fast = SFTConfig.from_dict({"init_weights": "pissa_niter_4"})
+    assert (fast.tune.pissa_init, fast.tune.pissa_iter) == (True, 4)
+    assert not SFTConfig.from_dict({"init_weights": True}).tune.pissa_init  # peft's default init
 
 
 def test_peer_spellings_of_qlora_and_labelling_translate() -> None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from temper.config.foreign import inert_keys, trainer_field, translate
+from temper.config.foreign import trainer_field, translate, whole_config_keys
 from temper.errors import ConfigError
 
 T = TypeVar("T")
@@ -214,7 +214,7 @@ class ComposedConfig:
         keys = cls.keys()  # type: ignore[attr-defined]
         per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
         passed: list[str] = []
-        values, notes = inert_keys({str(k): v for k, v in values.items()})
+        values, notes = whole_config_keys({str(k): v for k, v in values.items()})
         for raw_key, raw_value in values.items():
             key = str(raw_key).replace("-", "_")
             key = ALIASES.get(key, key)

@@ -16,6 +16,7 @@ Everything else that is not a field is still an unknown key with the closest val
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from temper.errors import ConfigError
@@ -123,7 +124,7 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
     "init_weights": (
         ("true",),
         "temper's LoRA starts as peft's default (B = 0), or from PiSSA; other initialisations are not in temper",
-        "For PiSSA write pissa_init: true (pissa_iter: -1 for the full SVD, as init_weights: pissa)",
+        "init_weights: pissa or pissa_niter_N is temper's PiSSA (pissa_init: true, pissa_iter: -1 or N)",
     ),
     "lora_bias": (("none", "false"), "temper's LoRA layers have no bias of their own", ""),
     "use_eaft_loss": (("false",), "the EAFT loss is not in temper", "DFT is: use_dft_loss: true"),
@@ -247,24 +248,33 @@ def _true(value: Any) -> bool:
     return str(value).lower() in ("true", "1", "yes")
 
 
-def inert_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(values without the peer keys that do nothing in the config they came in, notes naming them).
+def whole_config_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(values with the peer keys that depend on other keys, or stand for two temper keys, rewritten; notes).
 
-    ms-swift's stopping_strategy is read only together with interleave_prob: without it, ms-swift concatenates
-    its datasets, whatever stopping_strategy says (and every ms-swift args.json has one, first_exhausted by
-    default). Translated on its own it would make temper interleave where ms-swift does not.
+    `translate` reads one key at a time; these need the whole config:
+    - ms-swift's stopping_strategy is read only together with interleave_prob: without it, ms-swift concatenates
+      its datasets, whatever stopping_strategy says (and every ms-swift args.json has one, first_exhausted by
+      default). Translated on its own it would make temper interleave where ms-swift does not.
+    - ms-swift's init_weights: pissa (the full SVD) or pissa_niter_N (a fast SVD of N iterations), peft's
+      spellings, are temper's pissa_init with pissa_iter -1 or N.
     """
+    out = dict(values)
+    norm = {k.replace("-", "_"): k for k in out}
     # An args.json lists every option, unset ones as null: only a value that is there counts.
-    names = {k.replace("-", "_") for k, v in values.items() if v not in (None, "None", "", [])}
-    if "stopping_strategy" in names and not names & {"interleave_prob", "interleave_probs", "mix_strategy"}:
-        kept = {k: v for k, v in values.items() if k.replace("-", "_") != "stopping_strategy"}
-        value = next(v for k, v in values.items() if k.replace("-", "_") == "stopping_strategy")
-        note = (
+    given = {n for n, k in norm.items() if out[k] not in (None, "None", "", [])}
+    notes: list[str] = []
+    if "stopping_strategy" in given and not given & {"interleave_prob", "interleave_probs", "mix_strategy"}:
+        value = out.pop(norm["stopping_strategy"])
+        notes.append(
             f"ignored: stopping_strategy {value} (ms-swift applies it only with interleave_prob; without, the "
             "datasets are concatenated)"
         )
-        return kept, [note]
-    return dict(values), []
+    if "init_weights" in given:
+        pissa = re.fullmatch(r"pissa(?:_niter_(\d+))?", str(out[norm["init_weights"]]).strip().lower())
+        if pissa:
+            del out[norm["init_weights"]]
+            out["pissa_init"], out["pissa_iter"] = True, int(pissa.group(1)) if pissa.group(1) else -1
+    return out, notes
 
 
 def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None, Any, str | None]:
