@@ -10,9 +10,10 @@ Throughput = non-padding tokens (attention-mask ones, labels not considered) / s
 of the first optimizer step to the end of the last one, so model load, tokenization and the first (warm-up)
 step are excluded. The HF-Trainer-based tools log `num_input_tokens_seen` (non_padding) and `train_runtime`
 at every step; temper's metrics.jsonl has a wall time and tokens/s per step. Peak RSS is the whole process
-tree's, sampled every 0.2 s. MFU = 6·N·tokens/s over the measured large-matmul ceiling of the run's dtype at
-the same thread count (N = base parameters; 6N is the usual train-step estimate; a frozen-base LoRA step does
-only ~4N of useful FLOPs, so `mfu_4n` is also stored). Recomputation from gradient checkpointing is not counted.
+tree's, sampled every 0.2 s. MFU = 6·N·tokens/s over the large-matmul ceiling of the run's dtype, measured
+at the same thread count right before that run (N = base parameters; 6N is the usual train-step estimate; a
+frozen-base LoRA step does only ~4N of useful FLOPs, so `mfu_4n` is also stored). Recomputation from gradient
+checkpointing is not counted.
 
 Example:
     .venv/bin/python bench/sft.py                         # everything installed, fp32 and bf16
@@ -301,7 +302,13 @@ def run_one(a: argparse.Namespace, tool: str, dtype: str, model: Path, data: Pat
     out = a.work_dir / f"{tool}-{dtype}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = COMMANDS[tool](a, model, data, out, dtype)
-    print(f"[bench] {tool} {dtype}: {' '.join(cmd)}", flush=True)
+    # The ceiling again right before this run: on a shared VM the matmul speed moved 2-3x within minutes
+    # (2026-12-06, bench/README.md), so the start-of-bench figure can be far from what this run had.
+    ceil = {**ceil, dtype: matmul_ceiling(dtype, a.threads, seconds=2.0)}
+    print(
+        f"[bench] {tool} {dtype} (ceiling now {ceil[dtype]['gflops_cpu']:.1f} GFLOP/s): {' '.join(cmd)}",
+        flush=True,
+    )
     run: TrackedRun = run_tracked(
         cmd, thread_env(a.threads), a.work_dir / f"{tool}-{dtype}.log", timeout=a.timeout
     )
@@ -316,6 +323,7 @@ def run_one(a: argparse.Namespace, tool: str, dtype: str, model: Path, data: Pat
         "load_before": run.load_before,
         "load_after": run.load_after,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "matmul_ceiling_before": ceil[dtype],
         "log": str(a.work_dir / f"{tool}-{dtype}.log"),
         "cmd": cmd,
     }
@@ -464,9 +472,9 @@ def report(a: argparse.Namespace, ceil: dict, results: dict) -> None:
     ]  # fmt: skip
     fb, ff = ceil["bf16"]["gflops_cpu"], ceil["fp32"]["gflops_cpu"]
     cap = (
-        f"{a.threads} thread(s) each. Matmul ceiling per own core: fp32 {ff:.1f}, bf16 {fb:.1f} GFLOP/s. "
+        f"{a.threads} thread(s) each. Matmul ceiling per own core at the start: fp32 {ff:.1f}, bf16 {fb:.1f} GFLOP/s. "
         "tok/s: non-padding tokens, steps 2..N, wall clock; own-core: per CPU-second x threads. "
-        "MFU = 6N x own-core tok/s / ceiling. "
+        "MFU = 6N x own-core tok/s / the ceiling measured right before each run. "
         + "total s: the whole process, start-up and compiling included. "
         + "; ".join(f"{k}/best peer: {x:.2f}x" for k, x in doc["temper_vs_best_peer"].items())
     )
