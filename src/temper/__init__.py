@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from temper.config import SFTConfig
+from temper.logs import drop_library_notices
 
 __version__ = "0.1.0"
+drop_library_notices()
 
 
 def train_sft(cfg: SFTConfig) -> Any:

@@ -1,0 +1,34 @@
+"""Log lines of other libraries that tell a temper user nothing, dropped by their exact message.
+
+Installed when `temper` is imported (`drop_library_notices`), before any of those libraries is: a logger keeps its
+filters when the library later creates it by name. Every other record of those loggers passes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+# logger name -> start of the one message dropped from it
+NOTICES = {
+    # bitsandbytes, imported by peft in every run once it is installed (temper's qlora extra), tries on a CPU
+    # with AVX512-BF16 to fetch a faster 4-bit matmul from the Hugging Face hub at import. Offline (temper's
+    # default) or without trust in that repository it cannot, warns, and uses its own kernel: every temper run on
+    # such a CPU, QLoRA or not, began with a warning about a download nobody asked for.
+    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community",
+}
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def drop_library_notices() -> None:
+    for name, prefix in NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) for f in logger.filters):
+            logger.addFilter(_DropNotice(prefix))
