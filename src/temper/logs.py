@@ -15,6 +15,11 @@ NOTICES = {
     # default) or without trust in that repository it cannot, warns, and uses its own kernel: every temper run on
     # such a CPU, QLoRA or not, began with a warning about a download nobody asked for.
     "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community",
+    # DeepSpeed, once installed, is imported by accelerate during training (to ask whether the model is a
+    # DeepSpeed engine), and its import detects the device and logs this line on stdout, DeepSpeed used or not;
+    # temper's own summary already names the device and dtype. Its logger ("DeepSpeed") is set up by its import
+    # with logging.getLogger, which keeps the filter.
+    "DeepSpeed": "Setting accelerator to CPU.",
 }
 
 

@@ -41,7 +41,6 @@ from temper.training.callbacks import (
     trim_metrics,
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
-from temper.training.launch import quiet_deepspeed_cpu_notice
 from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -193,7 +192,7 @@ def build_training_args(
 ) -> TrainingArguments:
     """TrainCfg -> TrainingArguments. Per-epoch eval/save unless steps are given."""
     eval_strategy = "no"
-    if has_eval and cfg.eval_strategy != "no":
+    if has_eval:
         auto = "steps" if cfg.eval_steps else "epoch"
         eval_strategy = auto if cfg.eval_strategy == "auto" else cfg.eval_strategy
     has_eval = eval_strategy != "no"
@@ -273,7 +272,6 @@ def train(
     `tune` is read for what the optimizer needs from it (LoRA+'s learning rates)."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    quiet_deepspeed_cpu_notice()
     if cfg.early_stopping_patience and eval_dataset is None:
         raise ConfigError(
             f"early_stopping_patience: {cfg.early_stopping_patience} evaluations without improvement, but this run "

@@ -213,21 +213,3 @@ def trainer_kwargs(dist: DistCfg | None, tuning: str = "lora") -> dict[str, Any]
         }
         return {"fsdp": "full_shard auto_wrap", "fsdp_config": cfg}
     return {}
-
-
-class _DropDeepSpeedCpuNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Setting accelerator to CPU.")
-
-
-def quiet_deepspeed_cpu_notice() -> None:
-    """Drop DeepSpeed's "Setting accelerator to CPU ..." warning, which it prints on stdout in every CPU run.
-
-    Once DeepSpeed is installed, accelerate imports it during training (to ask whether the model is a DeepSpeed
-    engine) and DeepSpeed's import detects the device and logs that line, DeepSpeed used or not; temper's own
-    summary already names the device and dtype. The filter is on DeepSpeed's logger ("DeepSpeed", which its import
-    re-creates without removing filters), matches that one message and leaves every other record alone.
-    """
-    logger = logging.getLogger("DeepSpeed")
-    if not any(isinstance(f, _DropDeepSpeedCpuNotice) for f in logger.filters):
-        logger.addFilter(_DropDeepSpeedCpuNotice())
