@@ -57,6 +57,22 @@ def test_identity_placeholders_filled(lf: Path) -> None:
     assert "{{" not in text and "Ember" in text and "the temper team" in text
 
 
+def test_unfilled_placeholders_are_counted_against_the_whole_file(
+    lf: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = json.loads((lf / "identity.json").read_text(encoding="utf-8"))
+    with_placeholders = sum("{{" in json.dumps(r, ensure_ascii=False) for r in rows)
+    # `file#N` keeps N rows, but every row of the file is read and checked, so the count is the file's
+    load_records([f"{lf / 'identity.json'}#10"])
+    assert (
+        f"{with_placeholders} of the file's {len(rows)} row(s) keep {{{{name}}}}/{{{{author}}}}"
+        in caplog.text
+    )
+    caplog.clear()
+    load_records([str(lf / "identity.json")], model_name="Ember", model_author="us")
+    assert "placeholders" not in caplog.text
+
+
 def test_ms_swift_self_cognition_upper_placeholders(swift: Path) -> None:
     path = swift / "legacy/swift/llm/data/self_cognition.jsonl"
     (item,) = load_datasets([str(path)], model_name="Ember", model_author="Temper")

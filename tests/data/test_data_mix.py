@@ -50,6 +50,24 @@ def test_drawing_by_probability_stops_when_one_or_every_dataset_is_used_up() -> 
     )
 
 
+def test_interleave_once_uses_every_row_exactly_once() -> None:
+    # LLaMA-Factory's interleave_once is datasets' all_exhausted_without_replacement: turns skip the datasets
+    # that ran out (datasets' own example: lengths [3, 4, 3] -> indices 0, 3, 7, 1, 4, 8, 2, 5, 9, 6)
+    a, b, c = ["a0", "a1", "a2"], ["b0", "b1", "b2", "b3"], ["c0", "c1", "c2"]
+    assert mix([a, b, c], "interleave_once", [], seed=0) == [
+        "a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2", "b3"
+    ]  # fmt: skip
+    long_a, short_b = [f"a{i}" for i in range(200)], [f"b{i}" for i in range(20)]
+    once = mix([long_a, short_b], "interleave_once", [0.5, 0.5], seed=3)
+    assert sorted(once) == sorted(long_a + short_b)  # nothing repeated, nothing left out
+    assert [x for x in once if x[0] == "b"] == short_b and [x for x in once if x[0] == "a"] == long_a
+    # the draws are the same as interleave_under's until the first dataset runs out
+    under = mix([long_a, short_b], "interleave_under", [0.5, 0.5], seed=3)
+    assert once[: len(under)] == under and once[len(under) :] == long_a[len(under) - 20 :]
+    lf = SFTConfig.from_sources(None, ["--mix_strategy", "interleave_once"])
+    assert lf.data.mix_strategy == "interleave_once"
+
+
 def test_probabilities_that_do_not_fit_the_datasets_are_refused() -> None:
     with pytest.raises(ConfigError, match="3 probabilities.*2 dataset"):
         mix([A, B], "interleave_under", [0.2, 0.3, 0.5], seed=0)

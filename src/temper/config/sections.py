@@ -77,7 +77,8 @@ class DataCfg:
         None,
         help="several datasets: concat (the default), interleave_under (rows alternate, or are drawn with "
         "interleave_probs, until one dataset runs out) or interleave_over (until every dataset is used whole, "
-        "repeating the small ones); with interleave_probs alone, interleave_under",
+        "repeating the small ones) or interleave_once (every row once, skipping datasets that ran out); with "
+        "interleave_probs alone, interleave_under",
     )
     interleave_probs: list[float] = field(
         [], help="interleaving: the chance of each dataset (in --dataset order) to give the next row; sum 1"

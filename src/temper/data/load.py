@@ -221,9 +221,10 @@ def _load_one(
         problems.insert(first_problem, line)
     if unfilled:
         log.warning(
-            "%s: %d row(s) keep {{name}}/{{author}} placeholders; pass --model-name/--model-author",
+            "%s: %d of the file's %d row(s) keep {{name}}/{{author}} placeholders; pass --model-name/--model-author",
             src.path,
             unfilled,
+            len(rows),
         )
     return Loaded(src, fmt_name, records, len(rows))
 

@@ -6,13 +6,17 @@ probabilities the datasets take turns row by row; with them each next row comes 
 those probabilities (numpy's generator seeded with the run's seed, drawn in blocks of 1000 as `datasets` does,
 so the same seed picks the same sequence). `interleave_under` stops once one dataset has run out
 (undersampling the others), `interleave_over` goes on, restarting the ones that ran out, until every dataset
-has been used whole at least once (oversampling the small ones).
+has been used whole at least once (oversampling the small ones), and `interleave_once` (datasets'
+`all_exhausted_without_replacement`) goes on until every dataset is used whole, skipping the ones that ran
+out, so every row is used exactly once.
 
 Example:
     >>> mix([["a1", "a2"], ["b1", "b2", "b3"]], "interleave_under", [], seed=0)
     ['a1', 'b1', 'a2', 'b2']
     >>> mix([["a1", "a2"], ["b1", "b2", "b3"]], "interleave_over", [], seed=0)
     ['a1', 'b1', 'a2', 'b2', 'a1', 'b3']
+    >>> mix([["a1", "a2"], ["b1", "b2", "b3"]], "interleave_once", [], seed=0)
+    ['a1', 'b1', 'a2', 'b2', 'b3']
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from temper.errors import ConfigError
 
 T = TypeVar("T")
 
-MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")
+MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over", "interleave_once")
 
 
 def mix(parts: Sequence[list[T]], strategy: str, probs: Sequence[float], seed: int) -> list[T]:
@@ -46,9 +50,12 @@ def mix(parts: Sequence[list[T]], strategy: str, probs: Sequence[float], seed: i
             hint="Remove the empty dataset(s), or write mix_strategy: concat.",
             key="mix_strategy",
         )
-    all_exhausted = strategy == "interleave_over"
+    once = strategy == "interleave_once"
+    all_exhausted = strategy == "interleave_over" or once
     if not probs:  # turns: datasets.interleave_datasets' closed form for map-style datasets
         rounds = max(map(len, parts)) if all_exhausted else min(map(len, parts))
+        if once:  # the datasets that ran out drop out of the turns
+            return [part[r] for r in range(rounds) for part in parts if r < len(part)]
         return [part[r % len(part)] for r in range(rounds) for part in parts]
     out: list[T] = []
     index = [0] * len(parts)
@@ -56,6 +63,8 @@ def mix(parts: Sequence[list[T]], strategy: str, probs: Sequence[float], seed: i
     for i in _draws(len(parts), probs, seed):
         if all(exhausted) if all_exhausted else any(exhausted):
             break
+        if once and exhausted[i]:  # a draw of a used-up dataset gives no row (as datasets does)
+            continue
         out.append(parts[i][index[i]])
         index[i] += 1
         if index[i] >= len(parts[i]):
@@ -91,8 +100,9 @@ def check_mix(strategy: str, probs: Sequence[float]) -> None:
     if strategy == "concat":
         raise ConfigError(
             f"interleave_probs {list(probs)} with mix_strategy concat: concatenated datasets draw no rows at random.",
-            hint="Write mix_strategy: interleave_under (stop when one dataset runs out) or interleave_over "
-            "(repeat the small ones until every dataset is used whole), or remove interleave_probs.",
+            hint="Write mix_strategy: interleave_under (stop when one dataset runs out), interleave_over "
+            "(repeat the small ones until every dataset is used whole) or interleave_once (every row once), "
+            "or remove interleave_probs.",
             key="interleave_probs",
         )
     if any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
