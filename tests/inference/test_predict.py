@@ -13,6 +13,7 @@ import yaml
 from temper.cli import main
 from temper.evaluation.metrics import llamafactory_similarity
 from temper.inference.engine import Engine
+from temper.inference.predict import infer_seqlen
 from temper.inference.sampling import SamplingParams
 
 ROWS = [
@@ -56,7 +57,7 @@ def test_predict_yaml_writes_llamafactory_predictions_and_scores(
     config = _predict_yaml(tmp_path, tiny_llama_dir)
     assert main(["infer", str(config), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "ignored: predict_with_generate" in err and "ignored: cutoff_len" in err
+    assert "ignored: predict_with_generate" in err and "cut as LLaMA-Factory" not in err  # cutoff_len 512
     assert (
         "temperature" not in err
     )  # greedy (do_sample false): LLaMA-Factory's sampling defaults do not apply
@@ -90,6 +91,37 @@ def test_predict_yaml_writes_llamafactory_predictions_and_scores(
     assert "4 rows (2 already done)" in capsys.readouterr().err
     merged = json.loads(all_results.read_text())
     assert merged["train_loss"] == 1.5 and merged["predict_runtime"] > 0
+
+
+def test_cutoff_len_cuts_prompt_and_reference_as_llamafactory_does(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # LLaMA-Factory's infer_seqlen (values from its own function): a short reference is kept whole, a short
+    # prompt is kept whole, two long ones share the budget in proportion
+    assert [infer_seqlen(10, 3, 8), infer_seqlen(3, 10, 8), infer_seqlen(10, 10, 8)] == [
+        (5, 3),
+        (3, 5),
+        (4, 4),
+    ]
+    assert infer_seqlen(100, 7, 64) == (57, 7) and infer_seqlen(30, 200, 64) == (30, 34)
+    config = _predict_yaml(tmp_path, tiny_llama_dir, cutoff_len=12, max_new_tokens=3)
+    assert main(["infer", str(config), "--no-progress"]) == 0
+    assert "4 row(s) longer than cutoff_len 12 tokens" in capsys.readouterr().err
+    lines = [
+        json.loads(x) for x in (tmp_path / "predict" / "generated_predictions.jsonl").read_text().splitlines()
+    ]
+    with Engine.load(tiny_llama_dir, dtype="fp32") as engine:
+        tok = engine.tokenizer
+        for row, line in zip(ROWS, lines, strict=False):
+            user = row["instruction"] + ("\n" + row["input"] if row["input"] else "")
+            whole = engine.chat_prompt([{"role": "user", "content": user}])
+            # the prompt lost its end: it is the decoded start of the whole prompt's tokens
+            n = next(n for n in range(len(whole) + 1) if tok.decode(whole[:n]) == line["prompt"])
+            kept, label = whole[:n], tok(line["label"], add_special_tokens=False)["input_ids"]
+            assert 0 < n < len(whole)
+            assert len(kept) + len(label) <= 12 and (row["output"] + "\n").startswith(line["label"])
+            # the answer continues the cut prompt
+            assert line["predict"] == engine.generate(kept, SamplingParams(max_tokens=3)).text
 
 
 def test_predict_flags_override_the_yaml_and_sampling_defaults_are_named(

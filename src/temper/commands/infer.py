@@ -344,6 +344,12 @@ def _predict(args: argparse.Namespace, path: str) -> int:
     shown = "  ".join(f"{k[8:]} {v:.2f}" for k, v in result.metrics.items() if k[8:] in ("bleu-4", "rouge-1",
                       "rouge-2", "rouge-l"))  # fmt: skip
     s = result.summary
+    if result.cut:
+        print(
+            f"{result.cut} row(s) longer than cutoff_len {options['cutoff_len']} tokens (prompt + reference) were "
+            "cut as LLaMA-Factory cuts them: the prompt loses its end, the reference its end",
+            file=sys.stderr,
+        )
     print(
         f"{s.rows} rows ({s.skipped} already done) -> {result.predictions}\n{shown} -> {result.results}",
         file=sys.stderr,

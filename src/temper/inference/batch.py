@@ -218,11 +218,14 @@ def generate_rows(
     adapter: str | None = None,
     progress: bool = True,
     line: Line | None = None,
+    prompt_ids: Callable[[int], list[int]] | None = None,
 ) -> InferSummary:
     """Answer `rows` into `output_path`, resuming after its last complete line; `line(index, row, text,
-    final event, model)` is the dict written per row (default: temper infer's own)."""
+    final event, model)` is the dict written per row (default: temper infer's own); `prompt_ids(index)` the
+    tokens a row's answer continues (default: its messages in the chat template)."""
     params = params or SamplingParams()
     line = line or output_row
+    prompt_ids = prompt_ids or (lambda i: engine.chat_prompt(rows[i].messages))
     output = Path(output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = finished_rows(output)
@@ -236,7 +239,7 @@ def generate_rows(
         while next_row < len(rows) or inflight:
             while next_row < len(rows) and len(inflight) < window:
                 pending = _Pending()
-                engine.submit(engine.chat_prompt(rows[next_row].messages), params, adapter, pending)
+                engine.submit(prompt_ids(next_row), params, adapter, pending)
                 inflight.append((next_row, pending))
                 next_row += 1
             index, pending = inflight.popleft()

@@ -78,6 +78,7 @@ PREDICT_KEYS: dict[str, str] = {
     "dataset_dir": "dataset_dir",
     "max_samples": "max_samples",
     "output_dir": "output_dir",
+    "cutoff_len": "cutoff_len",
     "per_device_eval_batch_size": "max_batch_size",
     "do_sample": "do_sample",
     "temperature": "temperature",
@@ -102,13 +103,13 @@ PREDICT_DEFAULTS: dict[str, Any] = {
     "max_tokens": 1024,
     "repetition_penalty": 1.0,
     "max_batch_size": 8,
+    "cutoff_len": 2048,
 }
 PREDICT_IGNORED: dict[str, str] = {
     "stage": "prediction is what temper infer does",
     "do_predict": "prediction is what temper infer does",
     "do_train": "false here; training is temper sft",
     "predict_with_generate": "temper's predictions are always generated",
-    "cutoff_len": "prompts are not cut; one longer than the model's context is an error naming its row",
     "overwrite_output_dir": "generated_predictions.jsonl is resumed; delete it to start over",
     "overwrite_cache": "nothing is cached",
     "preprocessing_num_workers": "rows are read in this process",
