@@ -29,243 +29,121 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from temper.data.formats import Format, RowError, ShareGPTTags, has_keys
+from temper.data.formats import Format, RowError, has_keys
+from temper.data.pref_fields import (
+    NO_TAGS,
+    Row,
+    Tags,
+    alpaca_prompt,
+    bad,
+    check_prompt,
+    common_prefix,
+    label_of,
+    messages_of,
+    reply_of,
+    split_system,
+)
 from temper.data.records import KTOExample, Message, PreferenceExample
 from temper.errors import DataError
-
-Row = Mapping[str, Any]
-Tags = Mapping[str, str]
-_NO_TAGS: Tags = {}
-
-# sharegpt and OpenAI role spellings -> ours. function_call is an assistant turn; observation a tool result.
-ROLE_MAP = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "model": "assistant",
-    "bot": "assistant",
-    "system": "system",
-    "function_call": "assistant",
-    "observation": "tool",
-    "tool": "tool",
-    "function": "tool",
-}
-
-
-def _bad(field: str, message: str) -> RowError:
-    """The data layer's RowError for a single problem (a converter stops at the first one it meets)."""
-    return RowError([(field, message)])
-
-
-# ---- small parsers -------------------------------------------------------------------------------------
-
-
-def _text(value: Any, field: str) -> str:
-    """A string, or multimodal-style content parts [{"type": "text", "text"|"value": ...}] joined."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        texts = [p.get("text", p.get("value")) for p in value if p.get("type", "text") == "text"]
-        if all(isinstance(t, str) for t in texts):
-            return "".join(t for t in texts if t)
-    raise _bad(field, f"expected text, got {type(value).__name__} {str(value)[:60]!r}")
-
-
-def _roles(tags: Tags) -> tuple[str, str, dict[str, str]]:
-    """(role key, content key, role map): dataset_info `tags` extend the built-in spellings."""
-    if not tags:
-        return "role", "content", ROLE_MAP
-    t = ShareGPTTags.from_tags(tags)
-    return t.role_tag, t.content_tag, {**ROLE_MAP, **t.roles()}
-
-
-def _message(item: Any, field: str, tags: Tags = _NO_TAGS) -> Message:
-    role_key, content_key, roles = _roles(tags)
-    if not isinstance(item, dict):
-        raise _bad(field, f"expected a message object, got {type(item).__name__}")
-    role = item.get(role_key, item.get("role", item.get("from")))
-    content = item.get(content_key, item.get("content", item.get("value")))
-    if role not in roles:
-        raise _bad(f"{field}.{role_key}", f"unknown role {role!r}; expected one of {sorted(roles)}")
-    if content is None:
-        raise _bad(field, f"message has no {content_key}")
-    return Message(roles[role], _text(content, f"{field}.{content_key}"))
-
-
-def _messages(value: Any, field: str, tags: Tags = _NO_TAGS) -> list[Message]:
-    if not isinstance(value, list) or not value:
-        raise _bad(field, f"expected a non-empty list of messages, got {str(value)[:60]!r}")
-    return [_message(m, f"{field}[{i}]", tags) for i, m in enumerate(value)]
-
-
-def _reply(value: Any, field: str, tags: Tags = _NO_TAGS) -> str:
-    """A reply given as a string, one message, or a message list whose last turn is the assistant's."""
-    if isinstance(value, dict):
-        msg = _message(value, field, tags)
-    elif isinstance(value, list) and value and isinstance(value[0], dict) and "type" not in value[0]:
-        msg = _messages(value, field, tags)[-1]
-    else:
-        text = _text(value, field) if value is not None else None
-        if not text or not text.strip():
-            raise _bad(field, "missing or empty reply")
-        return text
-    if msg.role != "assistant":
-        raise _bad(field, f"expected an assistant reply, got role {msg.role!r}")
-    if not msg.content.strip():
-        raise _bad(field, "empty reply")
-    return msg.content
-
-
-def _split_system(messages: list[Message], system: Any) -> tuple[list[Message], str | None]:
-    """A leading system message moves to `system` (a `system` column wins, as in LLaMA-Factory)."""
-    sys_text = system if isinstance(system, str) and system else None
-    if messages and messages[0].role == "system":
-        sys_text = sys_text or messages[0].content
-        messages = messages[1:]
-    return messages, sys_text
-
-
-def _check_prompt(prompt: list[Message], field: str) -> list[Message]:
-    if not prompt:
-        raise _bad(field, "the prompt has no user turn")
-    if prompt[-1].role not in ("user", "tool"):
-        raise _bad(field, f"the prompt must end with a user (or tool) turn, it ends with {prompt[-1].role!r}")
-    if any(m.role == "system" for m in prompt):
-        raise _bad(field, "a system message may only come first")
-    return prompt
-
-
-def _alpaca_prompt(row: Mapping[str, Any]) -> list[Message]:
-    """instruction + input (joined by a blank line, as LLaMA-Factory does) after optional history pairs."""
-    instruction = row.get("instruction", row.get("prompt"))
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise _bad("instruction", "missing or empty")
-    query = row.get("input", row.get("query")) or ""
-    prompt: list[Message] = []
-    for i, pair in enumerate(row.get("history") or []):
-        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise _bad(f"history[{i}]", "expected a [user, assistant] pair of strings")
-        prompt += [Message("user", pair[0]), Message("assistant", pair[1])]
-    content = f"{instruction}\n\n{query}" if isinstance(query, str) and query.strip() else instruction
-    return [*prompt, Message("user", content)]
-
-
-def _label(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
-    raise _bad(field, f"expected true/false, got {value!r}")
-
-
-def _common_prefix(a: list[Message], b: list[Message]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
 
 # ---- pairwise converters ----------------------------------------------------------------------------------
 
 
-def sharegpt_ranking(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+def sharegpt_ranking(row: Row, tags: Tags = NO_TAGS) -> PreferenceExample:
     key = "conversations" if "conversations" in row else "messages"
-    prompt, system = _split_system(_messages(row.get(key), key, tags), row.get("system"))
+    prompt, system = split_system(messages_of(row.get(key), key, tags), row.get("system"))
     return PreferenceExample(
-        _check_prompt(prompt, key),
-        _reply(row.get("chosen"), "chosen", tags),
-        _reply(row.get("rejected"), "rejected", tags),
+        check_prompt(prompt, key),
+        reply_of(row.get("chosen"), "chosen", tags),
+        reply_of(row.get("rejected"), "rejected", tags),
         system,
     )
 
 
-def alpaca_ranking(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+def alpaca_ranking(row: Row, tags: Tags = NO_TAGS) -> PreferenceExample:
     system = row.get("system") if isinstance(row.get("system"), str) and row.get("system") else None
-    prompt = _alpaca_prompt(row)
+    prompt = alpaca_prompt(row)
     return PreferenceExample(
         prompt,
-        _reply(row.get("chosen"), "chosen", tags),
-        _reply(row.get("rejected"), "rejected", tags),
+        reply_of(row.get("chosen"), "chosen", tags),
+        reply_of(row.get("rejected"), "rejected", tags),
         system,
     )
 
 
-def swift_rejected(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+def swift_rejected(row: Row, tags: Tags = NO_TAGS) -> PreferenceExample:
     key = "chosen_messages" if "chosen_messages" in row else "messages"
-    chosen_conv = _messages(row.get(key), key, tags)
+    chosen_conv = messages_of(row.get(key), key, tags)
     if chosen_conv[-1].role != "assistant":
-        raise _bad(key, "the conversation must end with the chosen assistant reply")
+        raise bad(key, "the conversation must end with the chosen assistant reply")
     if "rejected_messages" in row:
-        rejected = _reply(row["rejected_messages"], "rejected_messages")
-        rejected_conv = _messages(row["rejected_messages"], "rejected_messages")
+        rejected = reply_of(row["rejected_messages"], "rejected_messages")
+        rejected_conv = messages_of(row["rejected_messages"], "rejected_messages")
         if rejected_conv[:-1] != chosen_conv[:-1]:
-            raise _bad("rejected_messages", f"its turns before the last must equal those of {key}")
+            raise bad("rejected_messages", f"its turns before the last must equal those of {key}")
     else:
-        rejected = _reply(row.get("rejected_response"), "rejected_response")
-    prompt, system = _split_system(chosen_conv[:-1], row.get("system"))
-    return PreferenceExample(_check_prompt(prompt, key), chosen_conv[-1].content, rejected, system)
+        rejected = reply_of(row.get("rejected_response"), "rejected_response")
+    prompt, system = split_system(chosen_conv[:-1], row.get("system"))
+    return PreferenceExample(check_prompt(prompt, key), chosen_conv[-1].content, rejected, system)
 
 
-def trl_preference(row: Row, tags: Tags = _NO_TAGS) -> PreferenceExample:
+def trl_preference(row: Row, tags: Tags = NO_TAGS) -> PreferenceExample:
     chosen_v, rejected_v = row.get("chosen"), row.get("rejected")
     if (
         "prompt" not in row
     ):  # implicit prompt: two whole conversations that share everything but the last reply
-        chosen_conv, rejected_conv = _messages(chosen_v, "chosen"), _messages(rejected_v, "rejected")
-        n = _common_prefix(chosen_conv[:-1], rejected_conv[:-1])
+        chosen_conv, rejected_conv = messages_of(chosen_v, "chosen"), messages_of(rejected_v, "rejected")
+        n = common_prefix(chosen_conv[:-1], rejected_conv[:-1])
         if n != len(chosen_conv) - 1 or n != len(rejected_conv) - 1:
-            raise _bad(
+            raise bad(
                 "chosen", "without a prompt column, chosen and rejected must differ only in the last turn"
             )
-        prompt, system = _split_system(chosen_conv[:-1], row.get("system"))
+        prompt, system = split_system(chosen_conv[:-1], row.get("system"))
         return PreferenceExample(
-            _check_prompt(prompt, "chosen"),
-            _reply(chosen_v, "chosen"),
-            _reply(rejected_v, "rejected"),
+            check_prompt(prompt, "chosen"),
+            reply_of(chosen_v, "chosen"),
+            reply_of(rejected_v, "rejected"),
             system,
         )
     raw = row["prompt"]
     if isinstance(raw, str):
         if not raw.strip():
-            raise _bad("prompt", "empty prompt")
+            raise bad("prompt", "empty prompt")
         prompt, system = [Message("user", raw)], None
     else:
-        prompt, system = _split_system(_messages(raw, "prompt"), row.get("system"))
+        prompt, system = split_system(messages_of(raw, "prompt"), row.get("system"))
     return PreferenceExample(
-        _check_prompt(prompt, "prompt"), _reply(chosen_v, "chosen"), _reply(rejected_v, "rejected"), system
+        check_prompt(prompt, "prompt"), reply_of(chosen_v, "chosen"), reply_of(rejected_v, "rejected"), system
     )
 
 
 # ---- unpaired converters ----------------------------------------------------------------------------------
 
 
-def kto_tag(row: Row, tags: Tags = _NO_TAGS) -> KTOExample:
+def kto_tag(row: Row, tags: Tags = NO_TAGS) -> KTOExample:
     tag_key = "kto_tag" if "kto_tag" in row else "label"
-    label = _label(row.get(tag_key), tag_key)
+    label = label_of(row.get(tag_key), tag_key)
     system = row.get("system") if isinstance(row.get("system"), str) and row.get("system") else None
     if "instruction" in row:
         output = row.get("output", row.get("response"))
-        return KTOExample(_alpaca_prompt(row), _reply(output, "output"), label, system)
+        return KTOExample(alpaca_prompt(row), reply_of(output, "output"), label, system)
     key = next((k for k in ("messages", "conversations", "completion") if k in row), "messages")
-    conv = _messages(row.get(key), key, tags)
+    conv = messages_of(row.get(key), key, tags)
     if conv[-1].role != "assistant" or not conv[-1].content.strip():
-        raise _bad(key, "the conversation must end with a non-empty assistant reply")
-    prompt, system = _split_system(conv[:-1], system)
-    return KTOExample(_check_prompt(prompt, key), conv[-1].content, label, system)
+        raise bad(key, "the conversation must end with a non-empty assistant reply")
+    prompt, system = split_system(conv[:-1], system)
+    return KTOExample(check_prompt(prompt, key), conv[-1].content, label, system)
 
 
-def trl_unpaired(row: Row, tags: Tags = _NO_TAGS) -> KTOExample:
+def trl_unpaired(row: Row, tags: Tags = NO_TAGS) -> KTOExample:
     raw = row.get("prompt")
     if isinstance(raw, str) and raw.strip():
         prompt, system = [Message("user", raw)], None
     else:
-        prompt, system = _split_system(_messages(raw, "prompt"), row.get("system"))
-    label = _label(row.get("label"), "label")
+        prompt, system = split_system(messages_of(raw, "prompt"), row.get("system"))
+    label = label_of(row.get("label"), "label")
     return KTOExample(
-        _check_prompt(prompt, "prompt"), _reply(row.get("completion"), "completion"), label, system
+        check_prompt(prompt, "prompt"), reply_of(row.get("completion"), "completion"), label, system
     )
 
 
@@ -336,7 +214,7 @@ def _dispatch(formats: Mapping[str, Format], what: str) -> Callable[[Row, Tags],
         for fmt in formats.values():
             if fmt.detect(row):
                 return fmt.convert(row, tags)
-        raise _bad("row", f"cannot tell the {what} layout from the keys {sorted(row)}")
+        raise bad("row", f"cannot tell the {what} layout from the keys {sorted(row)}")
 
     return convert
 
@@ -382,7 +260,7 @@ def convert_rows(
     rows: Iterable[tuple[str, Row]],
     formats: Mapping[str, Format],
     format: str = "auto",
-    tags: Tags = _NO_TAGS,
+    tags: Tags = NO_TAGS,
 ) -> list[Any]:
     """Convert (source, row) pairs, collecting every `source:field: problem` into one DataError.
 
