@@ -75,7 +75,7 @@ _OPTIMIZER = (
     "memory, train LoRA (the default) or QLoRA (--quantization 4bit)"
 )
 UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "use_galore": (("false",), "the GaLore optimizer is not in temper", _OPTIMIZER),
+    "use_galore": (("false",), "GaLore reads only from LLaMA-Factory's keys (config/lowrank.py)", _OPTIMIZER),
     "use_apollo": (("false",), "the APOLLO optimizer is not in temper", _OPTIMIZER),
     "use_badam": (("false",), "the BAdam optimizer is not in temper", _OPTIMIZER),
     "use_adam_mini": (("false",), "the Adam-mini optimizer is not in temper", _OPTIMIZER),
@@ -165,7 +165,8 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
 # Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
 KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config",
            "use_cce")  # fmt: skip
-# Settings of methods temper does not have, read only when that method is on (use_galore, ...: refused then).
+# Settings of methods that are off or not in temper: named and ignored (use_badam, ... on: refused; use_galore on:
+# translated by config/lowrank.py before this module sees its keys).
 METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
 
 
@@ -311,7 +312,7 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             key=key,
         )
     if key.startswith(METHOD_SETTINGS):
-        return None, None, f"ignored: {key} (a setting of a method temper does not have)"
+        return None, None, f"ignored: {key} (a setting of a method that is off, or not in temper)"
     if key == "pref_loss":  # LLaMA-Factory's stage dpo trains its variants by this key
         return _pref_loss(str(value), verb, source)
     if key == "pref_ftx":  # LLaMA-Factory's SFT term in DPO: temper's (and TRL's) rpo_alpha

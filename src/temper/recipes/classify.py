@@ -70,7 +70,7 @@ def train_classifier(cfg: ClassifyConfig, callbacks: Sequence[Any] = ()) -> Clas
     """Fine-tune a classifier as configured and write a run directory to `cfg.train.output_dir`."""
     start = time.perf_counter()
     run_dir = Path(cfg.train.output_dir)
-    check_trainer_names(cfg.train)
+    check_trainer_names(cfg.train, cfg.tune.tuning)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     files = [p for p in (cfg.data.train, cfg.data.validation) if p]
     for line in [

@@ -90,7 +90,7 @@ def train_embedder(cfg: EmbedConfig, callbacks: Sequence[Any] = ()) -> EmbedResu
 
     start = time.perf_counter()
     run_dir = Path(cfg.train.output_dir)
-    check_trainer_names(cfg.train)
+    check_trainer_names(cfg.train, cfg.tune.tuning)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     fingerprint = fingerprint_files(list(cfg.data.dataset))
     for line in [*start_notes(cfg), *resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint)]:

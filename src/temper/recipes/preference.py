@@ -175,7 +175,7 @@ def start_run(cfg: PreferenceConfig) -> Path:
         )
     run_dir = Path(cfg.train.output_dir)
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
-    check_trainer_names(cfg.train)
+    check_trainer_names(cfg.train, cfg.tune.tuning)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     changes = resume_changes(
         run_dir,

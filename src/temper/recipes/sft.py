@@ -68,7 +68,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     run_dir = Path(cfg.train.output_dir)
     # Every process checks before any writes (the barrier), then only the main process writes the run dir.
     state = PartialState(cpu=not torch.cuda.is_available())  # the same state the Trainer will build
-    check_trainer_names(cfg.train)
+    check_trainer_names(cfg.train, cfg.tune.tuning)
     check_output_dir(run_dir, cfg.train.resume, cfg.train.overwrite_output_dir)
     fingerprint = data_fingerprint(cfg.data)
     changes = resume_changes(run_dir, cfg.train.resume, cfg.to_dict(), fingerprint, state.num_processes)

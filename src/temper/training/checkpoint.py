@@ -120,6 +120,12 @@ def resume_changes(
             "checkpoint differs from an uninterrupted run, so the loss curve will not match it exactly. Resume "
             f"with --nproc {was} to continue the same curve."
         )
+    if str(settings.get("optim", "")).endswith("_layerwise"):
+        out.append(
+            f"warning: optim {settings['optim']} keeps each layer's optimizer state outside the checkpoint (the "
+            "Trainer saves none of it), so the resumed steps start those moments afresh and the loss curve departs "
+            "from an uninterrupted run's. Without _layerwise the state is checkpointed and the curve continues."
+        )
     if before is None:
         return out
     changed = [

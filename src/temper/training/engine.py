@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import resource
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
+from temper.config.lowrank import optimizer_state_classes
 from temper.config.sections import TrainCfg, TuneCfg
 from temper.errors import ConfigError
 from temper.models.compile import compile_blocks
@@ -95,7 +97,11 @@ class TemperTrainer(Trainer):
         """The Trainer's optimizer, or with LoRA+ the same optimizer over LoRA+'s groups (tuning.loraplus_optimizer).
         Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model."""
         if self.optimizer is not None or self.tune is None or self.tune.loraplus_lr_ratio is None:
-            return super().create_optimizer(model)
+            with warnings.catch_warnings():
+                # galore-torch's AdamW (the Trainer's galore_adamw) says at construction that it is deprecated in
+                # favour of torch's, which has no GaLore: nothing a user can act on.
+                warnings.filterwarnings("ignore", "This implementation of AdamW is deprecated", FutureWarning)
+                return super().create_optimizer(model)
         opt_model: Any = self.model if model is None else model
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = loraplus_optimizer(
@@ -174,6 +180,9 @@ class TemperTrainer(Trainer):
         if split == "train" and "loss" in logs:
             logs["tokens_per_second"] = round(self.meter.rate(), 2)
             logs["tokens"] = self.meter.tokens  # cumulative non-padding tokens (all processes)
+        if str(getattr(self.args.optim, "value", self.args.optim)).endswith("_layerwise"):
+            # Each layer stepped and zeroed its gradient as it arrived, so the Trainer's norm reads 0: not shown.
+            logs.pop("grad_norm", None)
         super().log(logs, start_time)
 
 
@@ -342,6 +351,7 @@ def train(
     with (
         out_of_space_is_an_error(run_dir, lambda: trainer.state.global_step),
         disable_input_dtype_casting(model, active=args.bf16),
+        optimizer_state_classes(cfg.optim),
     ):
         out = trainer.train(resume_from_checkpoint=resume)
         metrics = dict(out.metrics)

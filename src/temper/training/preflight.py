@@ -11,6 +11,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from temper.config.base import check_choice
+from temper.config.lowrank import check_lowrank_optim
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
 from temper.models.dtype import bf16_supported
@@ -35,12 +36,11 @@ def start_notes(cfg: Any) -> list[str]:
     return out
 
 
-def check_trainer_names(cfg: TrainCfg) -> None:
+def check_trainer_names(cfg: TrainCfg, tuning: str = "full") -> None:
     """The Trainer's own names, checked when a recipe starts: a typo stops the run before the data and the model
     load (the Trainer would raise only when built, with a traceback). Not in TrainCfg itself: transformers'
-    scheduler list costs seconds to import, which a config check (the board's form) should not pay."""
-    from transformers.integrations import get_available_reporting_integrations
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    scheduler list costs seconds to import, which a config check (the board's form) should not pay. `tuning`
+    is the run's (lora, freeze, full): GaLore and APOLLO do not train LoRA adapters."""
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
@@ -61,15 +61,29 @@ def check_trainer_names(cfg: TrainCfg) -> None:
                 key="trainer_args",
             ) from None
     check_choice("optim", cfg.optim, [o.value for o in OptimizerNames])
+    if cfg.optim.startswith(("galore_", "apollo_")):  # the Trainer's own lookup needs the model for these
+        check_lowrank_optim(cfg.optim, cfg.trainer_args, cfg.gradient_accumulation_steps, tuning)
+    else:
+        _check_optim_package(cfg.optim)
+    _check_report_to(cfg)
+
+
+def _check_optim_package(optim: str) -> None:
     try:  # the Trainer's own lookup: it knows which package each optimizer needs
-        probe = TrainingArguments(output_dir="unused", optim=cfg.optim, use_cpu=not torch.cuda.is_available())
+        probe = TrainingArguments(output_dir="unused", optim=optim, use_cpu=not torch.cuda.is_available())
         Trainer.get_optimizer_cls_and_kwargs(probe)
     except (ImportError, ValueError) as e:
         raise ConfigError(
-            f"optim: {cfg.optim!r} cannot be used here: {e}",
+            f"optim: {optim!r} cannot be used here: {e}",
             hint="Install what it needs, or pass --optim adamw_torch_fused (the default).",
             key="optim",
         ) from None
+
+
+def _check_report_to(cfg: TrainCfg) -> None:
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
     installed = get_available_reporting_integrations()
     for name in cfg.report_to:
         check_choice("report_to", name, ["none", "all", *INTEGRATION_TO_CALLBACK])

@@ -1,0 +1,134 @@
+"""GaLore: the Trainer's GaLore optimizers (galore-torch) under temper's `--optim galore_adamw` and under
+LLaMA-Factory's `use_galore` keys; what they need is checked before anything loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_sft_recipe import CrashAt, make_cfg, write_rows
+
+from temper.config import SFTConfig
+from temper.config.lowrank import ALL_BUT_HEAD
+from temper.config.sections import SFTTrainCfg
+from temper.errors import ConfigError
+from temper.recipes.sft import train_sft
+from temper.runs import read_metrics
+from temper.training.checkpoint import resume_changes
+from temper.training.preflight import check_trainer_names
+
+pytest.importorskip("galore_torch")
+
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _deltas(run: Path, base: Path) -> dict[str, torch.Tensor]:
+    before, after = load_file(base / "model.safetensors"), load_file(run / "model.safetensors")
+    return {k: (after[k] - before[k]).float() for k in after if k in before and after[k].dim() == 2}
+
+
+def test_galore_updates_the_target_layers_in_rank_r_and_the_rest_in_full(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    steps = ("--tuning", "full", "--max-steps", "2", "--lr", "1e-3")
+    galore = (
+        "--optim",
+        "galore_adamw",
+        "--optim_target_modules",
+        ALL_BUT_HEAD,
+        "--optim_args",
+        "rank=4,scale=1.0",
+    )
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "galore", *steps, *galore))
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "adamw", *steps, "--optim", "adamw_torch"))
+    galore_deltas = _deltas(tmp_path / "galore", tiny_llama_dir)
+    adamw_deltas = _deltas(tmp_path / "adamw", tiny_llama_dir)
+    targets = [k for k in galore_deltas if any(n in k for n in LINEARS)]
+    assert len(targets) == 2 * len(LINEARS)  # two layers
+    for name in targets:
+        # GaLore steps in a rank-4 projection of the gradient, so the weight moves by a rank-4 matrix ...
+        assert 0 < int(torch.linalg.matrix_rank(galore_deltas[name])) <= 4, name
+        # ... where AdamW moves it by a full-rank one
+        assert int(torch.linalg.matrix_rank(adamw_deltas[name])) > 4, name
+    # the embedding (tied to the head, which "all" leaves out) is trained by plain AdamW
+    embed = galore_deltas["model.embed_tokens.weight"]
+    assert int(torch.linalg.matrix_rank(embed[: embed.shape[1] * 2])) > 4
+
+
+def test_a_crashed_galore_run_resumes_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    # GaLore's optimizer state holds a projector object per weight: the checkpoint's weights-only load must
+    # take it, or the run cannot resume
+    data = write_rows(tmp_path / "rows.jsonl")
+    common = ("--max-steps", "5", "--save-steps", "3", "--tuning", "full", "--optim", "galore_adamw",
+              "--optim_target_modules", "all-linear", "--optim_args", "rank=4,update_proj_gap=2")  # fmt: skip
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "straight", *common))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(tiny_llama_dir, data, crashed, *common), callbacks=[CrashAt(4)])
+    result = train_sft(make_cfg(tiny_llama_dir, data, crashed, *common, "--resume", "auto"))
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
+    want = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "straight") if "loss" in r}
+    got = {r["step"]: r["loss"] for r in read_metrics(crashed) if "loss" in r}
+    assert [got[s] for s in (4, 5)] == pytest.approx([want[s] for s in (4, 5)], abs=1e-4)
+    # the layer-wise kind keeps no optimizer state in the checkpoint: resuming one says so
+    lines = resume_changes(crashed, "auto", {"optim": "galore_adamw_layerwise"}, "")
+    assert lines[0].startswith(
+        "warning: optim galore_adamw_layerwise keeps each layer's optimizer state outside"
+    )
+    assert not any(
+        "keeps each layer's" in x for x in resume_changes(crashed, "auto", {"optim": "galore_adamw"}, "")
+    )
+
+
+def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
+    cfg = SFTConfig.from_dict(
+        {"finetuning_type": "full", "use_galore": True, "galore_layerwise": True, "galore_target": "mlp,self_attn",
+         "galore_rank": 128, "galore_scale": 2.0, "gradient_accumulation_steps": 1}
+    )  # fmt: skip
+    assert cfg.train.optim == "galore_adamw_layerwise"
+    assert cfg.train.trainer_args == {
+        "optim_target_modules": r".*(?:mlp|self_attn).*",
+        "optim_args": "rank=128,update_proj_gap=200,scale=2.0,proj_type=std",
+    }
+    assert any("use_galore -> optim galore_adamw_layerwise" in n for n in cfg.notes)
+    # LLaMA-Factory's defaults (rank 16, scale 2.0) and its base optimizer decide the rest
+    default = SFTConfig.from_dict({"finetuning_type": "full", "use_galore": True, "optim": "adafactor"})
+    assert default.train.optim == "galore_adafactor"
+    assert default.train.trainer_args["optim_target_modules"] == ALL_BUT_HEAD
+    assert default.train.trainer_args["optim_args"] == "rank=16,update_proj_gap=200,scale=2.0,proj_type=std"
+    off = SFTConfig.from_dict({"use_galore": False, "galore_rank": 8})
+    assert off.train.optim == "adamw_torch_fused" and "optim_args" not in off.train.trainer_args
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"use_galore": True}, "finetuning_type lora"),  # LLaMA-Factory's default tuning is lora
+        ({"use_galore": True, "finetuning_type": "full", "optim": "sgd"}, "GaLore wraps one of"),
+        (
+            {"use_galore": True, "finetuning_type": "full", "galore_rnak": 8},
+            "galore_rnak: not a LLaMA-Factory",
+        ),
+        ({"use_galore": True, "train_type": "full"}, "ms-swift's GaLore settings"),
+    ],
+)
+def test_galore_keys_that_cannot_be_honoured_are_refused(values: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        SFTConfig.from_dict(values)
+
+
+def test_low_rank_optimizers_are_checked_before_anything_loads() -> None:
+    targets = {"optim_target_modules": "all-linear"}
+    with pytest.raises(ConfigError, match="needs optim_target_modules"):
+        check_trainer_names(SFTTrainCfg(optim="galore_adamw"), "full")
+    with pytest.raises(ConfigError, match="with tuning lora"):
+        check_trainer_names(SFTTrainCfg(optim="galore_adamw", trainer_args=targets), "lora")
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps must be 1"):
+        check_trainer_names(
+            SFTTrainCfg(optim="galore_adamw_layerwise", trainer_args=targets, gradient_accumulation_steps=4),
+            "full",
+        )
+    check_trainer_names(SFTTrainCfg(optim="galore_adamw", trainer_args=targets), "full")  # all it needs
