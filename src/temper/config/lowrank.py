@@ -1,15 +1,16 @@
-"""GaLore: LLaMA-Factory's `use_galore` keys as the Trainer's own GaLore optimizers (package galore-torch), and
-what a low-rank optimizer needs checked before anything loads.
+"""GaLore and APOLLO: LLaMA-Factory's `use_galore` / `use_apollo` keys as the Trainer's own optimizers of those
+names (packages galore-torch, apollo-torch), and what such an optimizer needs checked before anything loads.
 
 LLaMA-Factory builds its GaLore optimizer itself (train/trainer_utils.py `_create_galore_optimizer`); the
 Trainer has the same optimizers by name (`optim: galore_adamw`, `optim_target_modules`, `optim_args`), so a
 LLaMA-Factory YAML becomes those three keys with LLaMA-Factory's defaults (rank 16, update interval 200, scale
 2.0, projection std) and its base optimizer (adamw_torch -> galore_adamw, the 8-bit AdamWs -> galore_adamw_8bit,
 adafactor -> galore_adafactor; `galore_layerwise` -> the `_layerwise` kind). `galore_target: all` is every linear
-layer but the LM head, as LLaMA-Factory's find_all_linear_modules picks them.
+layer but the LM head, as LLaMA-Factory's find_all_linear_modules picks them. APOLLO the same way (rank 16,
+interval 200, scale 32, random projection, channel-wise scaling; it wraps adamw_torch only).
 
 Example:
-    >>> values, notes = galore_keys({"use_galore": True, "finetuning_type": "full", "galore_rank": 8})
+    >>> values, notes = lowrank_keys({"use_galore": True, "finetuning_type": "full", "galore_rank": 8})
     >>> values["optim"], values["optim_args"]
     ('galore_adamw', 'rank=8,update_proj_gap=200,scale=2.0,proj_type=std')
 """
@@ -18,28 +19,41 @@ from __future__ import annotations
 
 import re
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from temper.errors import ConfigError
 
-# LLaMA-Factory's GaLore settings and their defaults (hparams/finetuning_args.py GaloreArguments).
-LF_GALORE: dict[str, Any] = {
-    "galore_target": "all",
-    "galore_rank": 16,
-    "galore_update_interval": 200,
-    "galore_scale": 2.0,
-    "galore_proj_type": "std",
-    "galore_layerwise": False,
-}
-# The base optimizer LLaMA-Factory wraps (its default adamw_torch) -> the Trainer's GaLore optimizer.
-GALORE_OPTIM = {
-    "adamw_torch": "galore_adamw",
-    "adamw_torch_fused": "galore_adamw",
-    "adamw_8bit": "galore_adamw_8bit",
-    "adamw_bnb_8bit": "galore_adamw_8bit",
-    "paged_adamw_8bit": "galore_adamw_8bit",
-    "adafactor": "galore_adafactor",
-}
+
+@dataclass(frozen=True)
+class Method:
+    """One of LLaMA-Factory's low-rank optimizers: its key prefix, its settings' defaults (hparams/
+    finetuning_args.py), which of them become the Trainer's optim_args, and base optimizer -> the Trainer's."""
+
+    name: str
+    defaults: dict[str, Any]
+    optim_args: dict[str, str]  # LLaMA-Factory setting -> the Trainer's optim_args name
+    optims: dict[str, str]
+
+
+METHODS = {
+    "galore": Method(
+        "GaLore",
+        {"target": "all", "rank": 16, "update_interval": 200, "scale": 2.0, "proj_type": "std", "layerwise": False},
+        {"rank": "rank", "update_interval": "update_proj_gap", "scale": "scale", "proj_type": "proj_type"},
+        {"adamw_torch": "galore_adamw", "adamw_torch_fused": "galore_adamw", "adamw_8bit": "galore_adamw_8bit",
+         "adamw_bnb_8bit": "galore_adamw_8bit", "paged_adamw_8bit": "galore_adamw_8bit",
+         "adafactor": "galore_adafactor"},
+    ),
+    "apollo": Method(
+        "APOLLO",
+        {"target": "all", "rank": 16, "update_interval": 200, "scale": 32.0, "proj": "random", "proj_type": "std",
+         "scale_type": "channel", "layerwise": False, "scale_front": False},
+        {"rank": "rank", "update_interval": "update_proj_gap", "scale": "scale", "proj": "proj",
+         "proj_type": "proj_type", "scale_type": "scale_type"},
+        {"adamw_torch": "apollo_adamw", "adamw_torch_fused": "apollo_adamw"},
+    ),
+}  # fmt: skip
 # `galore_target: all`: every module but the LM head (the Trainer keeps the linear ones of a regex's matches).
 ALL_BUT_HEAD = r"(?!.*lm_head).*"
 
@@ -48,76 +62,99 @@ def _true(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-def galore_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(values with a true `use_galore` and its galore_* keys turned into optim / optim_target_modules /
-    optim_args, notes). Values without it come back unchanged."""
+def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(values with a true `use_galore` / `use_apollo` and its settings turned into optim / optim_target_modules /
+    optim_args, notes). Values without one come back unchanged."""
     norm = {k.replace("-", "_"): k for k in values}
-    if "use_galore" not in norm or not _true(values[norm["use_galore"]]):
+    on = [m for m in METHODS if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])]
+    if not on:
         return values, []
-    out = dict(values)
+    prefix, method = on[0], METHODS[on[0]]
+    use = f"use_{prefix}"
+    if len(on) > 1:
+        raise ConfigError("use_galore and use_apollo: one low-rank optimizer at a time.", key=use)
     if "train_type" in norm:  # ms-swift's own GaLore has other settings and defaults (rank 128, gap 50)
         raise ConfigError(
-            "use_galore: ms-swift's GaLore settings are not translated (only LLaMA-Factory's are).",
-            hint="Name the Trainer's GaLore yourself: --optim galore_adamw --optim_target_modules all-linear "
-            "--optim_args rank=128,update_proj_gap=50,scale=1.0 (with --tuning full).",
-            key="use_galore",
+            f"{use}: ms-swift's {method.name} settings are not translated (only LLaMA-Factory's are).",
+            hint=f"Name the Trainer's {method.name} yourself: --optim {prefix}_adamw --optim_target_modules "
+            "all-linear --optim_args rank=128,update_proj_gap=50 (with --tuning full).",
+            key=use,
         )
+    out = dict(values)
     tuning = str(out.get(norm.get("finetuning_type", ""), out.get(norm.get("tuning", ""), "lora")))
     if tuning not in ("full", "freeze"):
         raise ConfigError(
-            f"use_galore with finetuning_type {tuning}: GaLore projects the gradients of the weights that train, "
-            "and LoRA's are its small adapters (LLaMA-Factory refuses the pair too).",
-            hint="Write finetuning_type: full (or freeze) with use_galore, or remove use_galore.",
-            key="use_galore",
+            f"{use} with finetuning_type {tuning}: {method.name} projects the gradients of the weights that "
+            "train, and LoRA's are its small adapters (LLaMA-Factory refuses the pair too).",
+            hint=f"Write finetuning_type: full (or freeze) with {use}, or remove {use}.",
+            key=use,
         )
     if "optim_args" in norm or "optim_target_modules" in norm:
         raise ConfigError(
-            "use_galore with optim_args / optim_target_modules: both set the GaLore optimizer.",
-            hint="Keep LLaMA-Factory's galore_* keys, or the Trainer's optim keys, not both.",
-            key="use_galore",
+            f"{use} with optim_args / optim_target_modules: both set the {method.name} optimizer.",
+            hint=f"Keep LLaMA-Factory's {prefix}_* keys, or the Trainer's optim keys, not both.",
+            key=use,
         )
-    settings = {k: out.pop(norm[k]) if k in norm else default for k, default in LF_GALORE.items()}
-    unknown = [k for k in norm if k.startswith("galore_") and k not in LF_GALORE]
+    keys = {f"{prefix}_{k}": k for k in method.defaults}
+    unknown = [k for k in norm if k.startswith(f"{prefix}_") and k not in keys]
     if unknown:
         raise ConfigError(
-            f"{unknown[0]}: not a LLaMA-Factory GaLore setting; expected one of {', '.join(LF_GALORE)}.",
+            f"{unknown[0]}: not a LLaMA-Factory {method.name} setting; expected one of {', '.join(keys)}.",
             key=unknown[0],
         )
-    del out[norm["use_galore"]]
-    base = str(out.get(norm.get("optim", ""), "adamw_torch"))
-    if base not in GALORE_OPTIM:
+    settings = {
+        k: out.pop(norm[f"{prefix}_{k}"]) if f"{prefix}_{k}" in norm else v
+        for k, v in method.defaults.items()
+    }
+    if _true(settings.get("scale_front", False)):
         raise ConfigError(
-            f"optim: {base!r} with use_galore; GaLore wraps one of {', '.join(GALORE_OPTIM)}.",
-            hint="Write optim: adamw_torch (LLaMA-Factory's default), adamw_8bit or adafactor.",
+            "apollo_scale_front: the Trainer's APOLLO applies its scale after the norm-growth limiter (scale_front "
+            "false) and has no setting for before it.",
+            hint="Remove apollo_scale_front (false is LLaMA-Factory's default).",
+            key="apollo_scale_front",
+        )
+    del out[norm[use]]
+    base = str(out.pop(norm["optim"], "adamw_torch") if "optim" in norm else "adamw_torch")
+    if base not in method.optims:
+        raise ConfigError(
+            f"optim: {base!r} with {use}; LLaMA-Factory's {method.name} wraps one of {', '.join(method.optims)}.",
+            hint="Write optim: adamw_torch (LLaMA-Factory's default)"
+            + (", adamw_8bit or adafactor." if prefix == "galore" else "."),
             key="optim",
         )
-    optim = GALORE_OPTIM[base] + ("_layerwise" if _true(settings["galore_layerwise"]) else "")
-    target = str(settings["galore_target"])
+    optim = method.optims[base] + ("_layerwise" if _true(settings["layerwise"]) else "")
+    target = str(settings["target"])
     # Names as LLaMA-Factory matches them (a module whose name contains one), as one regex: the Trainer keeps the
     # linear layers of a regex's matches quietly, where a list warns about every other module it matches.
     names = "|".join(re.escape(t.strip()) for t in target.split(",") if t.strip())
-    targets = ALL_BUT_HEAD if target == "all" else f".*(?:{names}).*"
-    args = (
-        f"rank={int(settings['galore_rank'])},update_proj_gap={int(settings['galore_update_interval'])},"
-        f"scale={float(settings['galore_scale'])},proj_type={settings['galore_proj_type']}"
+    args = ",".join(f"{arg}={settings[k]}" for k, arg in method.optim_args.items())
+    out.update(
+        optim=optim,
+        optim_target_modules=ALL_BUT_HEAD if target == "all" else f".*(?:{names}).*",
+        optim_args=args,
     )
-    out.pop(norm.get("optim", "optim"), None)
-    out.update(optim=optim, optim_target_modules=targets, optim_args=args)
     shown = "all linear layers but lm_head" if target == "all" else target
+    note = f"{use} -> optim {optim} on {shown} ({args}): the Trainer's {method.name}"
     layerwise = " (layer-wise: each layer steps as its gradient arrives: no gradient clipping, no grad_norm)"
-    note = f"use_galore -> optim {optim} on {shown} ({args}): the Trainer's GaLore"
     return out, [note + (layerwise if optim.endswith("_layerwise") else "")]
 
 
 def optimizer_state_classes(optim: str) -> AbstractContextManager[Any]:
-    """Where a resumed run's optimizer.pt may hold more than tensors: GaLore's state keeps a GaLoreProjector
-    object per weight, which the Trainer's weights-only load refuses. That one class is allowed, for that load."""
-    if not optim.startswith("galore_"):
-        return nullcontext()
+    """Where a resumed run's optimizer.pt may hold more than tensors: GaLore's and APOLLO's state keeps a
+    projector object per weight (plain numbers and one tensor), which the Trainer's weights-only load refuses.
+    Those classes are allowed, for that load."""
     import torch
-    from galore_torch.galore_projector import GaLoreProjector
 
-    return torch.serialization.safe_globals([GaLoreProjector])
+    if optim.startswith("galore_"):
+        from galore_torch.galore_projector import GaLoreProjector
+
+        return torch.serialization.safe_globals([GaLoreProjector])
+    if optim.startswith("apollo_"):
+        from apollo_torch.random_projector import GradientProjector
+        from apollo_torch.svd_projector import GaLoreProjector as SVDProjector
+
+        return torch.serialization.safe_globals([GradientProjector, SVDProjector])
+    return nullcontext()
 
 
 def check_lowrank_optim(optim: str, trainer_args: dict[str, Any], grad_accum: int, tuning: str) -> None:
@@ -134,7 +171,7 @@ def check_lowrank_optim(optim: str, trainer_args: dict[str, Any], grad_accum: in
     if not available:
         raise ConfigError(
             f"optim: {optim} needs the {package} package, which is not installed in this environment.",
-            hint=f"pip install {package} (temper's extra: pip install 'temper[galore]' for GaLore).",
+            hint=f"pip install {package} (temper's extra: pip install 'temper[lowrank]').",
             key="optim",
         )
     if not trainer_args.get("optim_target_modules"):

@@ -1,5 +1,6 @@
-"""GaLore: the Trainer's GaLore optimizers (galore-torch) under temper's `--optim galore_adamw` and under
-LLaMA-Factory's `use_galore` keys; what they need is checked before anything loads."""
+"""GaLore and APOLLO: the Trainer's optimizers of those names (galore-torch, apollo-torch) under temper's
+`--optim galore_adamw|apollo_adamw` and under LLaMA-Factory's `use_galore` / `use_apollo` keys; what they need is
+checked before anything loads."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from temper.training.checkpoint import resume_changes
 from temper.training.preflight import check_trainer_names
 
 pytest.importorskip("galore_torch")
+pytest.importorskip("apollo_torch")
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -58,13 +60,16 @@ def test_galore_updates_the_target_layers_in_rank_r_and_the_rest_in_full(
     assert int(torch.linalg.matrix_rank(embed[: embed.shape[1] * 2])) > 4
 
 
-def test_a_crashed_galore_run_resumes_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    # GaLore's optimizer state holds a projector object per weight: the checkpoint's weights-only load must
-    # take it, or the run cannot resume
+@pytest.mark.parametrize("optim", ["galore_adamw", "apollo_adamw"])
+def test_a_crashed_lowrank_run_resumes_the_same_curve(
+    tiny_llama_dir: Path, tmp_path: Path, optim: str
+) -> None:
+    # GaLore's and APOLLO's optimizer state holds a projector object per weight: the checkpoint's weights-only
+    # load must take it, or the run cannot resume
     data = write_rows(tmp_path / "rows.jsonl")
-    common = ("--max-steps", "5", "--save-steps", "3", "--tuning", "full", "--optim", "galore_adamw",
+    common = ("--max-steps", "5", "--save-steps", "3", "--tuning", "full", "--optim", optim,
               "--optim_target_modules", "all-linear", "--optim_args", "rank=4,update_proj_gap=2")  # fmt: skip
-    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "straight", *common))
+    straight = train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "straight", *common))
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_sft(make_cfg(tiny_llama_dir, data, crashed, *common), callbacks=[CrashAt(4)])
@@ -73,6 +78,8 @@ def test_a_crashed_galore_run_resumes_the_same_curve(tiny_llama_dir: Path, tmp_p
     want = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "straight") if "loss" in r}
     got = {r["step"]: r["loss"] for r in read_metrics(crashed) if "loss" in r}
     assert [got[s] for s in (4, 5)] == pytest.approx([want[s] for s in (4, 5)], abs=1e-4)
+    deltas = _deltas(straight.run_dir, tiny_llama_dir)
+    assert all(float(d.abs().max()) > 0 for d in deltas.values())  # every weight trained
     # the layer-wise kind keeps no optimizer state in the checkpoint: resuming one says so
     lines = resume_changes(crashed, "auto", {"optim": "galore_adamw_layerwise"}, "")
     assert lines[0].startswith(
@@ -101,6 +108,14 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
     assert default.train.trainer_args["optim_args"] == "rank=16,update_proj_gap=200,scale=2.0,proj_type=std"
     off = SFTConfig.from_dict({"use_galore": False, "galore_rank": 8})
     assert off.train.optim == "adamw_torch_fused" and "optim_args" not in off.train.trainer_args
+    # APOLLO: LLaMA-Factory's defaults (scale 32, random projection, channel-wise scaling)
+    apollo = SFTConfig.from_dict({"finetuning_type": "freeze", "use_apollo": True, "apollo_target": "mlp",
+                                  "apollo_rank": 8, "apollo_layerwise": True, "gradient_accumulation_steps": 1})  # fmt: skip
+    assert apollo.train.optim == "apollo_adamw_layerwise"
+    assert apollo.train.trainer_args == {
+        "optim_target_modules": r".*(?:mlp).*",
+        "optim_args": "rank=8,update_proj_gap=200,scale=32.0,proj=random,proj_type=std,scale_type=channel",
+    }
 
 
 @pytest.mark.parametrize(
@@ -113,6 +128,18 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
             "galore_rnak: not a LLaMA-Factory",
         ),
         ({"use_galore": True, "train_type": "full"}, "ms-swift's GaLore settings"),
+        (
+            {"use_apollo": True, "finetuning_type": "full", "optim": "adafactor"},
+            "APOLLO wraps one of adamw_torch",
+        ),
+        (
+            {"use_apollo": True, "finetuning_type": "full", "apollo_scale_front": True},
+            "no setting for before",
+        ),
+        (
+            {"use_apollo": True, "use_galore": True, "finetuning_type": "full"},
+            "one low-rank optimizer at a time",
+        ),
     ],
 )
 def test_galore_keys_that_cannot_be_honoured_are_refused(values: dict[str, object], match: str) -> None:
@@ -132,3 +159,4 @@ def test_low_rank_optimizers_are_checked_before_anything_loads() -> None:
             "full",
         )
     check_trainer_names(SFTTrainCfg(optim="galore_adamw", trainer_args=targets), "full")  # all it needs
+    check_trainer_names(SFTTrainCfg(optim="apollo_adamw", trainer_args=targets), "freeze")
