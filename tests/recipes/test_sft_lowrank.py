@@ -129,6 +129,10 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
         ),
         ({"use_galore": True, "train_type": "full"}, "ms-swift's GaLore settings"),
         (
+            {"use_galore": True, "finetuning_type": "full", "galore_rank": "big"},
+            "galore_rank: got 'big'; expected an",
+        ),
+        (
             {"use_apollo": True, "finetuning_type": "full", "optim": "adafactor"},
             "APOLLO wraps one of adamw_torch",
         ),

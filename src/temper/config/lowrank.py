@@ -73,48 +73,22 @@ def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     use = f"use_{prefix}"
     if len(on) > 1:
         raise ConfigError("use_galore and use_apollo: one low-rank optimizer at a time.", key=use)
-    if "train_type" in norm:  # ms-swift's own GaLore has other settings and defaults (rank 128, gap 50)
-        raise ConfigError(
-            f"{use}: ms-swift's {method.name} settings are not translated (only LLaMA-Factory's are).",
-            hint=f"Name the Trainer's {method.name} yourself: --optim {prefix}_adamw --optim_target_modules "
-            "all-linear --optim_args rank=128,update_proj_gap=50 (with --tuning full).",
-            key=use,
-        )
+    _refuse_what_cannot_be_honoured(values, norm, prefix, method)
     out = dict(values)
-    tuning = str(out.get(norm.get("finetuning_type", ""), out.get(norm.get("tuning", ""), "lora")))
-    if tuning not in ("full", "freeze"):
-        raise ConfigError(
-            f"{use} with finetuning_type {tuning}: {method.name} projects the gradients of the weights that "
-            "train, and LoRA's are its small adapters (LLaMA-Factory refuses the pair too).",
-            hint=f"Write finetuning_type: full (or freeze) with {use}, or remove {use}.",
-            key=use,
-        )
-    if "optim_args" in norm or "optim_target_modules" in norm:
-        raise ConfigError(
-            f"{use} with optim_args / optim_target_modules: both set the {method.name} optimizer.",
-            hint=f"Keep LLaMA-Factory's {prefix}_* keys, or the Trainer's optim keys, not both.",
-            key=use,
-        )
-    keys = {f"{prefix}_{k}": k for k in method.defaults}
-    unknown = [k for k in norm if k.startswith(f"{prefix}_") and k not in keys]
-    if unknown:
-        raise ConfigError(
-            f"{unknown[0]}: not a LLaMA-Factory {method.name} setting; expected one of {', '.join(keys)}.",
-            key=unknown[0],
-        )
     settings = {
         k: out.pop(norm[f"{prefix}_{k}"]) if f"{prefix}_{k}" in norm else v
         for k, v in method.defaults.items()
     }
-    if _true(settings.get("scale_front", False)):
-        raise ConfigError(
-            "apollo_scale_front: the Trainer's APOLLO applies its scale after the norm-growth limiter (scale_front "
-            "false) and has no setting for before it.",
-            hint="Remove apollo_scale_front (false is LLaMA-Factory's default).",
-            key="apollo_scale_front",
-        )
+    for key, kind in (("rank", int), ("update_interval", int), ("scale", float)):
+        try:
+            settings[key] = kind(settings[key])
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{prefix}_{key}: got {settings[key]!r}; expected a{'n integer' if kind is int else ' number'}.",
+                key=f"{prefix}_{key}",
+            ) from None
     del out[norm[use]]
-    base = str(out.pop(norm["optim"], "adamw_torch") if "optim" in norm else "adamw_torch")
+    base = str(out.pop(norm["optim"])) if "optim" in norm else "adamw_torch"  # LLaMA-Factory's default
     if base not in method.optims:
         raise ConfigError(
             f"optim: {base!r} with {use}; LLaMA-Factory's {method.name} wraps one of {', '.join(method.optims)}.",
@@ -137,6 +111,47 @@ def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     note = f"{use} -> optim {optim} on {shown} ({args}): the Trainer's {method.name}"
     layerwise = " (layer-wise: each layer steps as its gradient arrives: no gradient clipping, no grad_norm)"
     return out, [note + (layerwise if optim.endswith("_layerwise") else "")]
+
+
+def _refuse_what_cannot_be_honoured(
+    values: dict[str, Any], norm: dict[str, str], prefix: str, method: Method
+) -> None:
+    use = f"use_{prefix}"
+    if "train_type" in norm:  # ms-swift's own GaLore has other settings and defaults (rank 128, gap 50)
+        raise ConfigError(
+            f"{use}: ms-swift's {method.name} settings are not translated (only LLaMA-Factory's are).",
+            hint=f"Name the Trainer's {method.name} yourself: --optim {prefix}_adamw --optim_target_modules "
+            "all-linear --optim_args rank=128,update_proj_gap=50 (with --tuning full).",
+            key=use,
+        )
+    tuning = str(values.get(norm.get("finetuning_type", ""), values.get(norm.get("tuning", ""), "lora")))
+    if tuning not in ("full", "freeze"):
+        raise ConfigError(
+            f"{use} with finetuning_type {tuning}: {method.name} projects the gradients of the weights that "
+            "train, and LoRA's are its small adapters (LLaMA-Factory refuses the pair too).",
+            hint=f"Write finetuning_type: full (or freeze) with {use}, or remove {use}.",
+            key=use,
+        )
+    if "optim_args" in norm or "optim_target_modules" in norm:
+        raise ConfigError(
+            f"{use} with optim_args / optim_target_modules: both set the {method.name} optimizer.",
+            hint=f"Keep LLaMA-Factory's {prefix}_* keys, or the Trainer's optim keys, not both.",
+            key=use,
+        )
+    keys = [f"{prefix}_{k}" for k in method.defaults]
+    unknown = [k for k in norm if k.startswith(f"{prefix}_") and k not in keys]
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: not a LLaMA-Factory {method.name} setting; expected one of {', '.join(keys)}.",
+            key=unknown[0],
+        )
+    if _true(values.get(norm.get("apollo_scale_front", ""), False)):
+        raise ConfigError(
+            "apollo_scale_front: the Trainer's APOLLO applies its scale after the norm-growth limiter (scale_front "
+            "false) and has no setting for before it.",
+            hint="Remove apollo_scale_front (false is LLaMA-Factory's default).",
+            key="apollo_scale_front",
+        )
 
 
 def optimizer_state_classes(optim: str) -> AbstractContextManager[Any]:
