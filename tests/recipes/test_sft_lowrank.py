@@ -118,16 +118,50 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
     }
 
 
+def test_ms_swift_galore_keys_read_with_its_own_defaults() -> None:
+    # an ms-swift command line (a setting only ms-swift has): its GaLore defaults are rank 128, gap 50, scale 1
+    argv = [
+        "--train_type",
+        "full",
+        "--use_galore",
+        "true",
+        "--galore_rank",
+        "32",
+        "--galore_with_embedding",
+        "false",
+    ]
+    cli = SFTConfig.from_sources(None, argv)
+    assert cli.tune.tuning == "full" and cli.train.optim == "galore_adamw"
+    assert cli.train.trainer_args == {
+        "optim_target_modules": ALL_BUT_HEAD,
+        "optim_args": "rank=32,update_proj_gap=50,scale=1.0,proj_type=std",
+    }
+    # its args.json lists every GaLore setting, the Q-GaLore ones and unset targets included
+    args_json = SFTConfig.from_dict(
+        {"train_type": "full", "use_galore": True, "galore_target_modules": ["q_proj", "v_proj"],
+         "galore_optim_per_parameter": True, "galore_with_embedding": False, "galore_quantization": False,
+         "galore_proj_bits": 4, "galore_queue_size": 5, "optim": "adamw_torch", "gradient_accumulation_steps": 1}
+    )  # fmt: skip
+    assert args_json.train.optim == "galore_adamw_layerwise" and "ms-swift's settings" in args_json.notes[0]
+    assert args_json.train.trainer_args["optim_target_modules"] == r".*(?:q_proj|v_proj).*"
+
+
 @pytest.mark.parametrize(
     ("values", "match"),
     [
-        ({"use_galore": True}, "finetuning_type lora"),  # LLaMA-Factory's default tuning is lora
+        ({"use_galore": True}, "with tuning lora"),  # LLaMA-Factory's default tuning is lora
         ({"use_galore": True, "finetuning_type": "full", "optim": "sgd"}, "GaLore wraps one of"),
         (
             {"use_galore": True, "finetuning_type": "full", "galore_rnak": 8},
             "galore_rnak: not a LLaMA-Factory",
         ),
-        ({"use_galore": True, "train_type": "full"}, "ms-swift's GaLore settings"),
+        ({"use_galore": True, "train_type": "lora"}, "use_galore with tuning lora"),
+        (
+            {"use_galore": True, "tuning": "full", "galore_layerwise": True, "galore_update_proj_gap": 9},
+            "two tools",
+        ),
+        ({"use_galore": True, "train_type": "full", "galore_with_embedding": True}, "linear layers only"),
+        ({"use_galore": True, "train_type": "full", "galore_quantization": "true"}, "Q-GaLore"),
         (
             {"use_galore": True, "finetuning_type": "full", "galore_rank": "big"},
             "galore_rank: got 'big'; expected an",
@@ -138,7 +172,7 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
         ),
         (
             {"use_apollo": True, "finetuning_type": "full", "apollo_scale_front": True},
-            "no setting for before",
+            "never before",
         ),
         (
             {"use_apollo": True, "use_galore": True, "finetuning_type": "full"},

@@ -7,7 +7,9 @@ LLaMA-Factory YAML becomes those three keys with LLaMA-Factory's defaults (rank 
 2.0, projection std) and its base optimizer (adamw_torch -> galore_adamw, the 8-bit AdamWs -> galore_adamw_8bit,
 adafactor -> galore_adafactor; `galore_layerwise` -> the `_layerwise` kind). `galore_target: all` is every linear
 layer but the LM head, as LLaMA-Factory's find_all_linear_modules picks them. APOLLO the same way (rank 16,
-interval 200, scale 32, random projection, channel-wise scaling; it wraps adamw_torch only).
+interval 200, scale 32, random projection, channel-wise scaling; it wraps adamw_torch only). An ms-swift config
+(it spells the tuning `train_type`) reads with ms-swift's GaLore settings and defaults (galore_target_modules,
+rank 128, update_proj_gap 50, scale 1.0; galore_optim_per_parameter is the layer-wise kind).
 
 Example:
     >>> values, notes = lowrank_keys({"use_galore": True, "finetuning_type": "full", "galore_rank": 8})
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import re
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from temper.errors import ConfigError
@@ -27,31 +29,57 @@ from temper.errors import ConfigError
 
 @dataclass(frozen=True)
 class Method:
-    """One of LLaMA-Factory's low-rank optimizers: its key prefix, its settings' defaults (hparams/
-    finetuning_args.py), which of them become the Trainer's optim_args, and base optimizer -> the Trainer's."""
+    """A peer's low-rank optimizer: its settings (the key suffixes after `PREFIX_`) with the peer's defaults,
+    which become the Trainer's optim_args, which names the target modules and the layer-wise kind, which must
+    stay off, and the peer's base optimizer -> the Trainer's."""
 
     name: str
+    tool: str
     defaults: dict[str, Any]
-    optim_args: dict[str, str]  # LLaMA-Factory setting -> the Trainer's optim_args name
+    optim_args: dict[str, str]  # setting -> the Trainer's optim_args name
     optims: dict[str, str]
+    target: str = "target"
+    layerwise: str = "layerwise"
+    off: dict[str, str] = field(default_factory=dict)  # settings the Trainer's has no counterpart for -> why
 
 
+_GALORE_OPTIMS = {
+    "adamw_torch": "galore_adamw",
+    "adamw_torch_fused": "galore_adamw",
+    "adamw_8bit": "galore_adamw_8bit",
+    "adamw_bnb_8bit": "galore_adamw_8bit",
+    "paged_adamw_8bit": "galore_adamw_8bit",
+    "adafactor": "galore_adafactor",
+}
+# (tool, method) -> its settings: LLaMA-Factory's hparams/finetuning_args.py, ms-swift's trainers/arguments.py.
 METHODS = {
-    "galore": Method(
-        "GaLore",
+    ("LLaMA-Factory", "galore"): Method(
+        "GaLore", "LLaMA-Factory",
         {"target": "all", "rank": 16, "update_interval": 200, "scale": 2.0, "proj_type": "std", "layerwise": False},
         {"rank": "rank", "update_interval": "update_proj_gap", "scale": "scale", "proj_type": "proj_type"},
-        {"adamw_torch": "galore_adamw", "adamw_torch_fused": "galore_adamw", "adamw_8bit": "galore_adamw_8bit",
-         "adamw_bnb_8bit": "galore_adamw_8bit", "paged_adamw_8bit": "galore_adamw_8bit",
-         "adafactor": "galore_adafactor"},
+        _GALORE_OPTIMS,
     ),
-    "apollo": Method(
-        "APOLLO",
+    ("LLaMA-Factory", "apollo"): Method(
+        "APOLLO", "LLaMA-Factory",
         {"target": "all", "rank": 16, "update_interval": 200, "scale": 32.0, "proj": "random", "proj_type": "std",
          "scale_type": "channel", "layerwise": False, "scale_front": False},
         {"rank": "rank", "update_interval": "update_proj_gap", "scale": "scale", "proj": "proj",
          "proj_type": "proj_type", "scale_type": "scale_type"},
         {"adamw_torch": "apollo_adamw", "adamw_torch_fused": "apollo_adamw"},
+        off={"scale_front": "the Trainer's APOLLO applies its scale after the norm-growth limiter, never before"},
+    ),
+    # ms-swift's own GaLore; its Q-GaLore settings (proj_bits, ...) only matter with quantization, which is refused.
+    ("ms-swift", "galore"): Method(
+        "GaLore", "ms-swift",
+        {"target_modules": None, "rank": 128, "update_proj_gap": 50, "scale": 1.0, "proj_type": "std",
+         "optim_per_parameter": False, "with_embedding": False, "quantization": False, "proj_quant": False,
+         "proj_bits": 4, "proj_group_size": 256, "cos_threshold": 0.4, "gamma_proj": 2, "queue_size": 5},
+        {"rank": "rank", "update_proj_gap": "update_proj_gap", "scale": "scale", "proj_type": "proj_type"},
+        {**_GALORE_OPTIMS, "adamw_hf": "galore_adamw"},
+        target="target_modules", layerwise="optim_per_parameter",
+        off={"with_embedding": "the Trainer's GaLore projects linear layers only",
+             "quantization": "Q-GaLore's quantized weights and projections are not in the Trainer's GaLore",
+             "proj_quant": "Q-GaLore's quantized weights and projections are not in the Trainer's GaLore"},
     ),
 }  # fmt: skip
 # `galore_target: all`: every module but the LM head (the Trainer keeps the linear ones of a regex's matches).
@@ -66,20 +94,23 @@ def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(values with a true `use_galore` / `use_apollo` and its settings turned into optim / optim_target_modules /
     optim_args, notes). Values without one come back unchanged."""
     norm = {k.replace("-", "_"): k for k in values}
-    on = [m for m in METHODS if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])]
+    on = [m for m in ("galore", "apollo") if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])]
     if not on:
         return values, []
-    prefix, method = on[0], METHODS[on[0]]
+    prefix = on[0]
     use = f"use_{prefix}"
     if len(on) > 1:
         raise ConfigError("use_galore and use_apollo: one low-rank optimizer at a time.", key=use)
+    tool = _tool(norm, prefix)
+    method = METHODS[(tool, prefix)]
     _refuse_what_cannot_be_honoured(values, norm, prefix, method)
     out = dict(values)
     settings = {
         k: out.pop(norm[f"{prefix}_{k}"]) if f"{prefix}_{k}" in norm else v
         for k, v in method.defaults.items()
     }
-    for key, kind in (("rank", int), ("update_interval", int), ("scale", float)):
+    numbers = {"rank": int, "update_interval": int, "update_proj_gap": int, "scale": float}
+    for key, kind in ((k, t) for k, t in numbers.items() if k in settings):
         try:
             settings[key] = kind(settings[key])
         except (TypeError, ValueError):
@@ -91,13 +122,18 @@ def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     base = str(out.pop(norm["optim"])) if "optim" in norm else "adamw_torch"  # LLaMA-Factory's default
     if base not in method.optims:
         raise ConfigError(
-            f"optim: {base!r} with {use}; LLaMA-Factory's {method.name} wraps one of {', '.join(method.optims)}.",
-            hint="Write optim: adamw_torch (LLaMA-Factory's default)"
+            f"optim: {base!r} with {use}; {method.tool}'s {method.name} wraps one of {', '.join(method.optims)}.",
+            hint=f"Write optim: adamw_torch ({method.tool}'s default)"
             + (", adamw_8bit or adafactor." if prefix == "galore" else "."),
             key="optim",
         )
-    optim = method.optims[base] + ("_layerwise" if _true(settings["layerwise"]) else "")
-    target = str(settings["target"])
+    optim = method.optims[base] + ("_layerwise" if _true(settings[method.layerwise]) else "")
+    given = settings[
+        method.target
+    ]  # a comma-separated string, a list (ms-swift), or all / None: every linear
+    target = (
+        ",".join(given) if isinstance(given, list) else "all" if given in (None, "None", "") else str(given)
+    )
     # Names as LLaMA-Factory matches them (a module whose name contains one), as one regex: the Trainer keeps the
     # linear layers of a regex's matches quietly, where a list warns about every other module it matches.
     names = "|".join(re.escape(t.strip()) for t in target.split(",") if t.strip())
@@ -108,50 +144,64 @@ def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         optim_args=args,
     )
     shown = "all linear layers but lm_head" if target == "all" else target
-    note = f"{use} -> optim {optim} on {shown} ({args}): the Trainer's {method.name}"
+    note = (
+        f"{use} -> optim {optim} on {shown} ({args}): the Trainer's {method.name}, {method.tool}'s settings"
+    )
     layerwise = " (layer-wise: each layer steps as its gradient arrives: no gradient clipping, no grad_norm)"
     return out, [note + (layerwise if optim.endswith("_layerwise") else "")]
+
+
+def _tool(norm: dict[str, str], prefix: str) -> str:
+    """Whose GaLore settings a config holds: a setting only one peer has decides; without one, a YAML or
+    args.json that spells the tuning ms-swift's way (train_type) is ms-swift's, anything else LLaMA-Factory's."""
+    if prefix != "galore":
+        return "LLaMA-Factory"  # ms-swift has no APOLLO
+    given = {k[len("galore_") :] for k in norm if k.startswith("galore_")}
+    lf, swift = METHODS[("LLaMA-Factory", "galore")].defaults, METHODS[("ms-swift", "galore")].defaults
+    only_lf, only_swift = given & (lf.keys() - swift.keys()), given & (swift.keys() - lf.keys())
+    if only_lf and only_swift:
+        raise ConfigError(
+            f"GaLore settings of two tools: LLaMA-Factory's {sorted(only_lf)} and ms-swift's {sorted(only_swift)}.",
+            hint="Keep one tool's spelling (LLaMA-Factory: galore_target, galore_update_interval, galore_layerwise; "
+            "ms-swift: galore_target_modules, galore_update_proj_gap, galore_optim_per_parameter).",
+            key="use_galore",
+        )
+    return "ms-swift" if only_swift or (not only_lf and "train_type" in norm) else "LLaMA-Factory"
 
 
 def _refuse_what_cannot_be_honoured(
     values: dict[str, Any], norm: dict[str, str], prefix: str, method: Method
 ) -> None:
     use = f"use_{prefix}"
-    if "train_type" in norm:  # ms-swift's own GaLore has other settings and defaults (rank 128, gap 50)
-        raise ConfigError(
-            f"{use}: ms-swift's {method.name} settings are not translated (only LLaMA-Factory's are).",
-            hint=f"Name the Trainer's {method.name} yourself: --optim {prefix}_adamw --optim_target_modules "
-            "all-linear --optim_args rank=128,update_proj_gap=50 (with --tuning full).",
-            key=use,
-        )
-    tuning = str(values.get(norm.get("finetuning_type", ""), values.get(norm.get("tuning", ""), "lora")))
+    tuning = next(
+        (str(values[norm[k]]) for k in ("finetuning_type", "train_type", "tuning") if k in norm), "lora"
+    )
     if tuning not in ("full", "freeze"):
         raise ConfigError(
-            f"{use} with finetuning_type {tuning}: {method.name} projects the gradients of the weights that "
-            "train, and LoRA's are its small adapters (LLaMA-Factory refuses the pair too).",
-            hint=f"Write finetuning_type: full (or freeze) with {use}, or remove {use}.",
+            f"{use} with tuning {tuning}: {method.name} projects the gradients of the weights that train, and "
+            "LoRA's are its small adapters (LLaMA-Factory refuses the pair too).",
+            hint=f"Train full (or freeze) with {use}: finetuning_type / train_type / --tuning full; or remove {use}.",
             key=use,
         )
     if "optim_args" in norm or "optim_target_modules" in norm:
         raise ConfigError(
             f"{use} with optim_args / optim_target_modules: both set the {method.name} optimizer.",
-            hint=f"Keep LLaMA-Factory's {prefix}_* keys, or the Trainer's optim keys, not both.",
+            hint=f"Keep {method.tool}'s {prefix}_* keys, or the Trainer's optim keys, not both.",
             key=use,
         )
     keys = [f"{prefix}_{k}" for k in method.defaults]
     unknown = [k for k in norm if k.startswith(f"{prefix}_") and k not in keys]
     if unknown:
         raise ConfigError(
-            f"{unknown[0]}: not a LLaMA-Factory {method.name} setting; expected one of {', '.join(keys)}.",
+            f"{unknown[0]}: not a {method.tool} {method.name} setting; expected one of {', '.join(keys)}.",
             key=unknown[0],
         )
-    if _true(values.get(norm.get("apollo_scale_front", ""), False)):
-        raise ConfigError(
-            "apollo_scale_front: the Trainer's APOLLO applies its scale after the norm-growth limiter (scale_front "
-            "false) and has no setting for before it.",
-            hint="Remove apollo_scale_front (false is LLaMA-Factory's default).",
-            key="apollo_scale_front",
-        )
+    for setting, why in method.off.items():
+        key = f"{prefix}_{setting}"
+        if key in norm and _true(values[norm[key]]):
+            raise ConfigError(
+                f"{key}: true, but {why}.", hint=f"Remove {key} (false is {method.tool}'s default).", key=key
+            )
 
 
 def optimizer_state_classes(optim: str) -> AbstractContextManager[Any]:
