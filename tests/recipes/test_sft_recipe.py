@@ -70,7 +70,9 @@ class CrashAt(TrainerCallback):
             raise RuntimeError("simulated crash")
 
 
-def test_resume_continues_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_resume_continues_the_same_curve(
+    tiny_llama_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data = write_rows(tmp_path / "rows.jsonl")
     common = ("--max-steps", "6", "--save-steps", "3", "--tuning", "full")
     straight = tmp_path / "straight"
@@ -81,6 +83,8 @@ def test_resume_continues_the_same_curve(tiny_llama_dir: Path, tmp_path: Path) -
     assert (crashed / "checkpoint-3" / "temper_complete").exists()
     result = train_sft(make_cfg(tiny_llama_dir, data, crashed, *common, "--resume", "auto"))
     assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
+    # the tied head is loaded with the embedding: the Trainer's "missing lm_head.weight" warning is not shown
+    assert "missing keys" not in caplog.text
     want = {r["step"]: r["loss"] for r in read_metrics(straight) if "loss" in r}
     got = {r["step"]: r["loss"] for r in read_metrics(crashed) if "loss" in r}
     for step in (4, 5, 6):
