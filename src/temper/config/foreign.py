@@ -75,10 +75,18 @@ _OPTIMIZER = (
     "memory, train LoRA (the default) or QLoRA (--quantization 4bit)"
 )
 UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "use_galore": (("false",), "GaLore reads only from LLaMA-Factory's keys (config/lowrank.py)", _OPTIMIZER),
-    "use_apollo": (("false",), "APOLLO reads only from LLaMA-Factory's keys (config/lowrank.py)", _OPTIMIZER),
+    "use_galore": (
+        ("false",),
+        "GaLore reads only from LLaMA-Factory's keys (config/optim_keys.py)",
+        _OPTIMIZER,
+    ),
+    "use_apollo": (
+        ("false",),
+        "APOLLO reads only from LLaMA-Factory's keys (config/optim_keys.py)",
+        _OPTIMIZER,
+    ),
     "use_badam": (("false",), "the BAdam optimizer is not in temper", _OPTIMIZER),
-    "use_adam_mini": (("false",), "the Adam-mini optimizer is not in temper", _OPTIMIZER),
+    "use_adam_mini": (("false",), "Adam-mini reads only as true (config/optim_keys.py)", _OPTIMIZER),
     "use_muon": (("false",), "the Muon optimizer is not in temper", _OPTIMIZER),
     "use_llama_pro": (
         ("false",),
@@ -166,7 +174,7 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
 KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config",
            "use_cce")  # fmt: skip
 # Settings of methods that are off or not in temper: named and ignored (use_badam, ... on: refused; use_galore and
-# use_apollo on: translated by config/lowrank.py before this module sees their keys).
+# use_apollo on: translated by config/optim_keys.py before this module sees their keys).
 METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
 
 

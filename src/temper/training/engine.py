@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import is_deepspeed_zero3_enabled
 
-from temper.config.lowrank import optimizer_state_classes
+from temper.config.optim_keys import optimizer_state_classes
 from temper.config.sections import TrainCfg, TuneCfg
 from temper.errors import ConfigError
 from temper.models.compile import compile_blocks
@@ -43,6 +44,7 @@ from temper.training.callbacks import (
     trim_metrics,
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
+from temper.training.optimizers import TEMPER_OPTIMS, adam_mini, trainer_optim
 from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -74,11 +76,13 @@ class TemperTrainer(Trainer):
         loss_fn: LossFn | None,
         meter: TokenMeter,
         tune: TuneCfg | None = None,
+        optim: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.tune = tune
+        self.temper_optim = optim if optim in TEMPER_OPTIMS else None  # one the Trainer cannot build
         self.meter = meter
         self._metric_store: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -95,7 +99,12 @@ class TemperTrainer(Trainer):
 
     def create_optimizer(self, model: Any = None) -> Any:
         """The Trainer's optimizer, or with LoRA+ the same optimizer over LoRA+'s groups (tuning.loraplus_optimizer).
-        Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model."""
+        Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model.
+        Adam-mini (training/optimizers.py) is built here too."""
+        if self.optimizer is None and self.temper_optim == "adam_mini":
+            sharded = self.is_fsdp_enabled or is_deepspeed_zero3_enabled()
+            self.optimizer = adam_mini(self.model if model is None else model, self.args, sharded)
+            return self.optimizer
         if self.optimizer is not None or self.tune is None or self.tune.loraplus_lr_ratio is None:
             with warnings.catch_warnings():
                 # galore-torch's AdamW (the Trainer's galore_adamw) says at construction that it is deprecated in
@@ -221,7 +230,7 @@ def build_training_args(
         # transformers 5 has one option for both: an int counts steps, a float < 1 is a ratio of total steps.
         warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
-        optim=cfg.optim,
+        optim=trainer_optim(cfg.optim),
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
         adam_epsilon=cfg.adam_epsilon,
@@ -334,6 +343,7 @@ def train(
         loss_fn=loss_fn,
         meter=meter,
         tune=tune,
+        optim=cfg.optim,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

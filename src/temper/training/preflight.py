@@ -11,10 +11,11 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from temper.config.base import check_choice
-from temper.config.lowrank import check_lowrank_optim
+from temper.config.optim_keys import check_lowrank_optim
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
 from temper.models.dtype import bf16_supported
+from temper.training.optimizers import TEMPER_OPTIMS, check_temper_optim
 
 
 def start_notes(cfg: Any) -> list[str]:
@@ -60,9 +61,11 @@ def check_trainer_names(cfg: TrainCfg, tuning: str = "full") -> None:
                 hint="Fix those options (transformers' TrainingArguments documents each), or remove them.",
                 key="trainer_args",
             ) from None
-    check_choice("optim", cfg.optim, [o.value for o in OptimizerNames])
+    check_choice("optim", cfg.optim, [*(o.value for o in OptimizerNames), *TEMPER_OPTIMS])
     if cfg.optim.startswith(("galore_", "apollo_")):  # the Trainer's own lookup needs the model for these
         check_lowrank_optim(cfg.optim, cfg.trainer_args, cfg.gradient_accumulation_steps, tuning)
+    elif cfg.optim in TEMPER_OPTIMS:
+        check_temper_optim(cfg.optim, tuning)
     else:
         _check_optim_package(cfg.optim)
     _check_report_to(cfg)

@@ -1,18 +1,20 @@
-"""GaLore and APOLLO: the Trainer's optimizers of those names (galore-torch, apollo-torch) under temper's
-`--optim galore_adamw|apollo_adamw` and under LLaMA-Factory's `use_galore` / `use_apollo` keys; what they need is
-checked before anything loads."""
+"""GaLore, APOLLO and Adam-mini: the Trainer's optimizers of the first two names (galore-torch, apollo-torch) and
+temper's Adam-mini (adam-mini) under `--optim galore_adamw|apollo_adamw|adam_mini` and under the peers'
+`use_galore` / `use_apollo` / `use_adam_mini` keys; what they need is checked before anything loads."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_sft_recipe import CrashAt, make_cfg, write_rows
+from transformers import TrainerCallback
 
 from temper.config import SFTConfig
-from temper.config.lowrank import ALL_BUT_HEAD
+from temper.config.optim_keys import ALL_BUT_HEAD
 from temper.config.sections import SFTTrainCfg
 from temper.errors import ConfigError
 from temper.recipes.sft import train_sft
@@ -22,6 +24,7 @@ from temper.training.preflight import check_trainer_names
 
 pytest.importorskip("galore_torch")
 pytest.importorskip("apollo_torch")
+pytest.importorskip("adam_mini")
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -90,6 +93,51 @@ def test_a_crashed_lowrank_run_resumes_the_same_curve(
     )
 
 
+class _Optimizer(TrainerCallback):
+    """Keeps the optimizer the Trainer trained with."""
+
+    optimizer: Any = None
+
+    def on_train_end(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kw: Any) -> None:
+        self.optimizer = optimizer
+
+
+def _second_moments(optimizer: Any) -> int:
+    """Numbers an Adam-style optimizer keeps for the second moment (AdamW: exp_avg_sq; Adam-mini: v or vmean)."""
+    states = getattr(optimizer, "optimizer", optimizer).state.values()
+    return sum(int(t.numel()) for st in states for k, t in st.items() if k in ("exp_avg_sq", "v", "vmean"))
+
+
+def test_adam_mini_keeps_one_second_moment_per_block(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    steps = ("--tuning", "full", "--max-steps", "2")
+    seen = {}
+    for optim in ("adam_mini", "adamw_torch"):
+        grab = _Optimizer()
+        train_sft(
+            make_cfg(tiny_llama_dir, data, tmp_path / optim, *steps, "--optim", optim), callbacks=[grab]
+        )
+        seen[optim] = grab.optimizer
+    trainable = sum(p.numel() for g in seen["adamw_torch"].param_groups for p in g["params"])
+    assert type(getattr(seen["adam_mini"], "optimizer", seen["adam_mini"])).__name__ == "Adam_mini"
+    assert _second_moments(seen["adamw_torch"]) == trainable  # AdamW: one per weight
+    # Adam-mini: one per attention head of q/k, output neuron or token row, with only the few vectors (norms) in
+    # full: far fewer than the weights
+    assert 0 < _second_moments(seen["adam_mini"]) < trainable / 20
+    deltas = _deltas(tmp_path / "adam_mini", tiny_llama_dir)
+    assert all(float(d.abs().max()) > 0 for d in deltas.values())  # every weight trained
+    resumed = tmp_path / "crashed"
+    common = ("--tuning", "full", "--max-steps", "5", "--save-steps", "3", "--optim", "adam_mini")
+    straight = tmp_path / "straight"
+    train_sft(make_cfg(tiny_llama_dir, data, straight, *common))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(tiny_llama_dir, data, resumed, *common), callbacks=[CrashAt(4)])
+    train_sft(make_cfg(tiny_llama_dir, data, resumed, *common, "--resume", "auto"))
+    want = {r["step"]: r["loss"] for r in read_metrics(straight) if "loss" in r}
+    got = {r["step"]: r["loss"] for r in read_metrics(resumed) if "loss" in r}
+    assert [got[s] for s in (4, 5)] == pytest.approx([want[s] for s in (4, 5)], abs=1e-4)
+
+
 def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
     cfg = SFTConfig.from_dict(
         {"finetuning_type": "full", "use_galore": True, "galore_layerwise": True, "galore_target": "mlp,self_attn",
@@ -116,6 +164,13 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
         "optim_target_modules": r".*(?:mlp).*",
         "optim_args": "rank=8,update_proj_gap=200,scale=32.0,proj=random,proj_type=std,scale_type=channel",
     }
+
+
+def test_llamafactory_adam_mini_key_is_temper_adam_mini() -> None:
+    cfg = SFTConfig.from_dict({"finetuning_type": "full", "use_adam_mini": True, "optim": "adamw_torch"})
+    assert cfg.train.optim == "adam_mini" and "use_adam_mini -> optim adam_mini" in cfg.notes
+    with pytest.raises(ConfigError, match="adam_mini with tuning lora"):
+        check_trainer_names(SFTConfig.from_dict({"use_adam_mini": True}).train, "lora")
 
 
 def test_ms_swift_galore_keys_read_with_its_own_defaults() -> None:

@@ -1,5 +1,7 @@
-"""GaLore and APOLLO: LLaMA-Factory's `use_galore` / `use_apollo` keys as the Trainer's own optimizers of those
-names (packages galore-torch, apollo-torch), and what such an optimizer needs checked before anything loads.
+"""The peers' optimizer switches: LLaMA-Factory's `use_galore` / `use_apollo` (and ms-swift's `use_galore`) as the
+Trainer's own optimizers of those names (packages galore-torch, apollo-torch), with what such an optimizer needs
+checked before anything loads; LLaMA-Factory's `use_adam_mini` as temper's `optim: adam_mini`
+(training/optimizers.py).
 
 LLaMA-Factory builds its GaLore optimizer itself (train/trainer_utils.py `_create_galore_optimizer`); the
 Trainer has the same optimizers by name (`optim: galore_adamw`, `optim_target_modules`, `optim_args`), so a
@@ -12,7 +14,7 @@ interval 200, scale 32, random projection, channel-wise scaling; it wraps adamw_
 rank 128, update_proj_gap 50, scale 1.0; galore_optim_per_parameter is the layer-wise kind).
 
 Example:
-    >>> values, notes = lowrank_keys({"use_galore": True, "finetuning_type": "full", "galore_rank": 8})
+    >>> values, notes = optimizer_keys({"use_galore": True, "finetuning_type": "full", "galore_rank": 8})
     >>> values["optim"], values["optim_args"]
     ('galore_adamw', 'rank=8,update_proj_gap=200,scale=2.0,proj_type=std')
 """
@@ -90,10 +92,14 @@ def _true(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-def lowrank_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(values with a true `use_galore` / `use_apollo` and its settings turned into optim / optim_target_modules /
     optim_args, notes). Values without one come back unchanged."""
     norm = {k.replace("-", "_"): k for k in values}
+    if "use_adam_mini" in norm and _true(values[norm["use_adam_mini"]]):
+        out = {k: v for k, v in values.items() if k not in (norm["use_adam_mini"], norm.get("optim"))}
+        # LLaMA-Factory builds Adam-mini whatever optim says
+        return {**out, "optim": "adam_mini"}, ["use_adam_mini -> optim adam_mini"]
     on = [m for m in ("galore", "apollo") if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])]
     if not on:
         return values, []
@@ -236,7 +242,7 @@ def check_lowrank_optim(optim: str, trainer_args: dict[str, Any], grad_accum: in
     if not available:
         raise ConfigError(
             f"optim: {optim} needs the {package} package, which is not installed in this environment.",
-            hint=f"pip install {package} (temper's extra: pip install 'temper[lowrank]').",
+            hint=f"pip install {package} (temper's extra: pip install 'temper[optimizers]').",
             key="optim",
         )
     if not trainer_args.get("optim_target_modules"):
