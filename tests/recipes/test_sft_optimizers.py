@@ -149,6 +149,7 @@ def test_llamafactory_galore_keys_become_the_trainers_optimizer() -> None:
         "optim_args": "rank=128,update_proj_gap=200,scale=2.0,proj_type=std",
     }
     assert any("use_galore -> optim galore_adamw_layerwise" in n for n in cfg.notes)
+    assert not any(n.startswith("passed to the Trainer") for n in cfg.notes)  # the note above says it
     # LLaMA-Factory's defaults (rank 16, scale 2.0) and its base optimizer decide the rest
     default = SFTConfig.from_dict({"finetuning_type": "full", "use_galore": True, "optim": "adafactor"})
     assert default.train.optim == "galore_adafactor"

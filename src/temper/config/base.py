@@ -216,8 +216,9 @@ class ComposedConfig:
         per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
         passed: list[str] = []
         values, notes = whole_config_keys({str(k): v for k, v in values.items()})
+        given = set(values)
         values, optim_notes = optimizer_keys(values)
-        notes += optim_notes
+        notes += optim_notes  # which names the keys it wrote, so they are not listed again as passed below
         for raw_key, raw_value in values.items():
             key = str(raw_key).replace("-", "_")
             key = ALIASES.get(key, key)
@@ -232,7 +233,7 @@ class ComposedConfig:
                 # Any other TrainingArguments option goes to the Trainer as given (checked when a run starts).
                 attr = keys["trainer_args"][0]
                 per_section[attr].setdefault("trainer_args", {})[key] = _typed(value)
-                passed.append(key)
+                passed += [key] if raw_key in given else []
                 continue
             if key not in keys:
                 hint = _closest_key_hint(key, list(keys))
