@@ -74,19 +74,12 @@ _OPTIMIZER = (
     "Train with the Trainer's optimizers (--optim adamw_torch_fused, adafactor, adamw_8bit, ...); to save "
     "memory, train LoRA (the default) or QLoRA (--quantization 4bit)"
 )
+_SWITCH = "expected true or false"  # their true values are config/optim_keys.py's, read first
 UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "use_galore": (
-        ("false",),
-        "GaLore reads only from LLaMA-Factory's keys (config/optim_keys.py)",
-        _OPTIMIZER,
-    ),
-    "use_apollo": (
-        ("false",),
-        "APOLLO reads only from LLaMA-Factory's keys (config/optim_keys.py)",
-        _OPTIMIZER,
-    ),
+    "use_galore": (("false",), _SWITCH, _OPTIMIZER),
+    "use_apollo": (("false",), _SWITCH, _OPTIMIZER),
     "use_badam": (("false",), "the BAdam optimizer is not in temper", _OPTIMIZER),
-    "use_adam_mini": (("false",), "Adam-mini reads only as true (config/optim_keys.py)", _OPTIMIZER),
+    "use_adam_mini": (("false",), _SWITCH, _OPTIMIZER),
     "use_muon": (("false",), "the Muon optimizer is not in temper", _OPTIMIZER),
     "use_llama_pro": (
         ("false",),
@@ -252,9 +245,9 @@ VALUE_MAPS: dict[str, tuple[str, dict[str, str], str]] = {
 }  # fmt: skip
 
 
-def _true(value: Any) -> bool:
+def is_true(value: Any) -> bool:
     """A peer's boolean as YAML or a command line gives it (true, 1, yes)."""
-    return str(value).lower() in ("true", "1", "yes")
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def whole_config_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -297,7 +290,7 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             hint="Remove do_train, or evaluate a run with `temper eval RUN_DIR`.",
             key="do_train",
         )
-    if key == "do_predict" and _true(value):
+    if key == "do_predict" and is_true(value):
         raise ConfigError(
             f"{source}: do_predict asks for predictions on eval_dataset, and `temper {verb}` trains.",
             hint=f"Predict with temper infer {source} (its model, adapter, eval_dataset and output_dir); with "
@@ -335,9 +328,9 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             ),
         )
     if key == "pure_bf16":  # LLaMA-Factory's: bf16 weights, no fp32 copy (temper's dtype bf16)
-        return ("dtype", "bf16", None) if _true(value) else (None, None, None)
+        return ("dtype", "bf16", None) if is_true(value) else (None, None, None)
     if key == "group_by_length":  # the Trainer's (transformers 4) and LLaMA-Factory's switch
-        order = "group_by_length" if _true(value) else "random"
+        order = "group_by_length" if is_true(value) else "random"
         return "train_sampling_strategy", order, None
     if key in KERNELS:
         return (
@@ -349,7 +342,7 @@ def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None,
             ),
         )
     if key == "disable_gradient_checkpointing":  # LLaMA-Factory's: its runs checkpoint unless this is true
-        return "gradient_checkpointing", not _true(value), None
+        return "gradient_checkpointing", not is_true(value), None
     if key in ("quantization_bit", "quant_bits"):  # LLaMA-Factory's and ms-swift's QLoRA bits
         if value is None or str(value).lower() == "none":
             return None, None, None

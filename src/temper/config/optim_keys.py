@@ -1,7 +1,6 @@
 """The peers' optimizer switches: LLaMA-Factory's `use_galore` / `use_apollo` (and ms-swift's `use_galore`) as the
-Trainer's own optimizers of those names (packages galore-torch, apollo-torch), with what such an optimizer needs
-checked before anything loads; LLaMA-Factory's `use_adam_mini` as temper's `optim: adam_mini`
-(training/optimizers.py).
+Trainer's own optimizers of those names (packages galore-torch, apollo-torch); LLaMA-Factory's `use_adam_mini` as
+temper's `optim: adam_mini`. What each optimizer needs at run time is training/optimizers.py's.
 
 LLaMA-Factory builds its GaLore optimizer itself (train/trainer_utils.py `_create_galore_optimizer`); the
 Trainer has the same optimizers by name (`optim: galore_adamw`, `optim_target_modules`, `optim_args`), so a
@@ -22,10 +21,10 @@ Example:
 from __future__ import annotations
 
 import re
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from temper.config.foreign import is_true as _true
 from temper.errors import ConfigError
 
 
@@ -86,10 +85,6 @@ METHODS = {
 }  # fmt: skip
 # `galore_target: all`: every module but the LM head (the Trainer keeps the linear ones of a regex's matches).
 ALL_BUT_HEAD = r"(?!.*lm_head).*"
-
-
-def _true(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -208,61 +203,3 @@ def _refuse_what_cannot_be_honoured(
             raise ConfigError(
                 f"{key}: true, but {why}.", hint=f"Remove {key} (false is {method.tool}'s default).", key=key
             )
-
-
-def optimizer_state_classes(optim: str) -> AbstractContextManager[Any]:
-    """Where a resumed run's optimizer.pt may hold more than tensors: GaLore's and APOLLO's state keeps a
-    projector object per weight (plain numbers and one tensor), which the Trainer's weights-only load refuses.
-    Those classes are allowed, for that load."""
-    import torch
-
-    if optim.startswith("galore_"):
-        from galore_torch.galore_projector import GaLoreProjector
-
-        return torch.serialization.safe_globals([GaLoreProjector])
-    if optim.startswith("apollo_"):
-        from apollo_torch.random_projector import GradientProjector
-        from apollo_torch.svd_projector import GaLoreProjector as SVDProjector
-
-        return torch.serialization.safe_globals([GradientProjector, SVDProjector])
-    return nullcontext()
-
-
-def check_lowrank_optim(optim: str, trainer_args: dict[str, Any], grad_accum: int, tuning: str) -> None:
-    """A GaLore / APOLLO optimizer (the Trainer's names) checked before anything loads: its package, its target
-    modules, no LoRA, no gradient accumulation for the layer-wise kind. The Trainer would find each only when
-    it builds the optimizer, after the model and data loaded."""
-    from transformers.utils import is_apollo_torch_available, is_galore_torch_available
-
-    kind, package, available = (
-        ("GaLore", "galore-torch", is_galore_torch_available())
-        if optim.startswith("galore")
-        else ("APOLLO", "apollo-torch", is_apollo_torch_available())
-    )
-    if not available:
-        raise ConfigError(
-            f"optim: {optim} needs the {package} package, which is not installed in this environment.",
-            hint=f"pip install {package} (temper's extra: pip install 'temper[optimizers]').",
-            key="optim",
-        )
-    if not trainer_args.get("optim_target_modules"):
-        raise ConfigError(
-            f"optim: {optim} needs optim_target_modules, the linear layers whose gradients {kind} projects.",
-            hint="E.g. --optim_target_modules all-linear, or a list of names (q_proj,v_proj) or one regex.",
-            key="optim_target_modules",
-        )
-    if tuning == "lora":
-        raise ConfigError(
-            f"optim: {optim} with tuning lora: {kind} projects the gradients of the weights that train, and "
-            "LoRA's are its small adapters.",
-            hint="Use --tuning full (or freeze) with it, or an ordinary optimizer with LoRA.",
-            key="optim",
-        )
-    if optim.endswith("_layerwise") and grad_accum != 1:
-        raise ConfigError(
-            f"optim: {optim} steps each layer as its gradient arrives, so gradient_accumulation_steps must be 1 "
-            f"(got {grad_accum}).",
-            hint="Pass --gradient-accumulation-steps 1 (a larger batch instead), or the optimizer without "
-            "_layerwise.",
-            key="gradient_accumulation_steps",
-        )

@@ -324,6 +324,12 @@ class TrainCfg:
             self.warmup_steps = int(self.warmup_steps)
         check_range("per_device_eval_batch_size", self.per_device_eval_batch_size, 1, None)
         check_choice("eval_strategy", self.eval_strategy, ["auto", "steps", "epoch", "no"])
+        if self.eval_strategy == "no" and self.early_stopping_patience:
+            raise ConfigError(
+                f"eval_strategy: no, but early_stopping_patience {self.early_stopping_patience} needs evaluations.",
+                hint="Drop eval_strategy no (temper then evaluates every eval_steps, or once per epoch).",
+                key="eval_strategy",
+            )
         # None is "the default" for these; 0 would have read as None (or, for logging, failed in the Trainer).
         for key in (
             "logging_steps",

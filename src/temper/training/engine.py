@@ -28,7 +28,6 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from temper.config.optim_keys import optimizer_state_classes
 from temper.config.sections import TrainCfg, TuneCfg
 from temper.errors import ConfigError
 from temper.models.compile import compile_blocks
@@ -44,7 +43,7 @@ from temper.training.callbacks import (
     trim_metrics,
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
-from temper.training.optimizers import TEMPER_OPTIMS, adam_mini, trainer_optim
+from temper.training.optimizers import TEMPER_OPTIMS, adam_mini, optimizer_state_classes, trainer_optim
 from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -297,12 +296,6 @@ def train(
             hint="Hold some rows out with --val-size (e.g. 0.1) or give --val-dataset FILE, or drop "
             "--early-stopping-patience.",
             key="early_stopping_patience",
-        )
-    if cfg.eval_strategy == "no" and cfg.early_stopping_patience:
-        raise ConfigError(
-            f"eval_strategy: no, but early_stopping_patience {cfg.early_stopping_patience} needs evaluations.",
-            hint="Drop eval_strategy no (temper then evaluates every eval_steps, or once per epoch).",
-            key="eval_strategy",
         )
     if cfg.eval_strategy == "no":  # held out and never evaluated, as the Trainer does with eval_strategy no
         eval_dataset, metric_for_best_model = None, None

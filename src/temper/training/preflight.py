@@ -11,11 +11,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from temper.config.base import check_choice
-from temper.config.optim_keys import check_lowrank_optim
 from temper.config.sections import TrainCfg
 from temper.errors import ConfigError
 from temper.models.dtype import bf16_supported
-from temper.training.optimizers import TEMPER_OPTIMS, check_temper_optim
+from temper.training.optimizers import TEMPER_OPTIMS, check_lowrank_optim, check_temper_optim
 
 
 def start_notes(cfg: Any) -> list[str]:
