@@ -232,7 +232,7 @@ def test_ms_swift_galore_keys_read_with_its_own_defaults() -> None:
         ),
         (
             {"use_apollo": True, "use_galore": True, "finetuning_type": "full"},
-            "one low-rank optimizer at a time",
+            "use_galore and use_apollo: one optimizer at a time",
         ),
     ],
 )

@@ -80,7 +80,7 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
     "use_apollo": (("false",), _SWITCH, _OPTIMIZER),
     "use_badam": (("false",), "the BAdam optimizer is not in temper", _OPTIMIZER),
     "use_adam_mini": (("false",), _SWITCH, _OPTIMIZER),
-    "use_muon": (("false",), "the Muon optimizer is not in temper", _OPTIMIZER),
+    "use_muon": (("false",), _SWITCH, _OPTIMIZER),
     "use_llama_pro": (
         ("false",),
         "LLaMA Pro (training the inserted blocks of an expanded model) is not in temper",

@@ -1,6 +1,6 @@
 """The peers' optimizer switches: LLaMA-Factory's `use_galore` / `use_apollo` (and ms-swift's `use_galore`) as the
-Trainer's own optimizers of those names (packages galore-torch, apollo-torch); LLaMA-Factory's `use_adam_mini` as
-temper's `optim: adam_mini`. What each optimizer needs at run time is training/optimizers.py's.
+Trainer's own optimizers of those names (packages galore-torch, apollo-torch); LLaMA-Factory's `use_adam_mini` and
+`use_muon` (and ms-swift's `optimizer: muon`) as temper's `optim: adam_mini` / `optim: muon`. What each optimizer needs at run time is training/optimizers.py's.
 
 LLaMA-Factory builds its GaLore optimizer itself (train/trainer_utils.py `_create_galore_optimizer`); the
 Trainer has the same optimizers by name (`optim: galore_adamw`, `optim_target_modules`, `optim_args`), so a
@@ -83,6 +83,12 @@ METHODS = {
              "proj_quant": "Q-GaLore's quantized weights and projections are not in the Trainer's GaLore"},
     ),
 }  # fmt: skip
+# LLaMA-Factory's switches for the optimizers temper builds (training/optimizers.py): use_NAME -> optim
+SWITCHES = {"adam_mini": "adam_mini", "muon": "muon"}
+SWIFT_REFUSED = {
+    "muonclip": "MuonClip (Muon with Kimi K2's attention-logit clipping) is not in temper; --optim muon is plain Muon",
+    "multimodal": "its vit_lr / aligner_lr set learning rates of a multimodal model's parts; temper trains text models",
+}
 # `galore_target: all`: every module but the LM head (the Trainer keeps the linear ones of a regex's matches).
 ALL_BUT_HEAD = r"(?!.*lm_head).*"
 
@@ -91,17 +97,24 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(values with a true `use_galore` / `use_apollo` and its settings turned into optim / optim_target_modules /
     optim_args, notes). Values without one come back unchanged."""
     norm = {k.replace("-", "_"): k for k in values}
-    if "use_adam_mini" in norm and _true(values[norm["use_adam_mini"]]):
-        out = {k: v for k, v in values.items() if k not in (norm["use_adam_mini"], norm.get("optim"))}
-        # LLaMA-Factory builds Adam-mini whatever optim says
-        return {**out, "optim": "adam_mini"}, ["use_adam_mini -> optim adam_mini"]
-    on = [m for m in ("galore", "apollo") if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])]
+    if "optimizer" in norm:
+        values, norm = _swift_plugin(values, norm)
+    on = [
+        m for m in ("galore", "apollo", *SWITCHES) if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])
+    ]
     if not on:
         return values, []
     prefix = on[0]
     use = f"use_{prefix}"
     if len(on) > 1:
-        raise ConfigError("use_galore and use_apollo: one low-rank optimizer at a time.", key=use)
+        raise ConfigError(
+            f"{' and '.join(f'use_{m}' for m in on)}: one optimizer at a time.",
+            hint=f"Keep one of them true (LLaMA-Factory would pick {use} and ignore the rest).",
+            key=use,
+        )
+    if prefix in SWITCHES:  # LLaMA-Factory builds these whatever optim says
+        out = {k: v for k, v in values.items() if k not in (norm[use], norm.get("optim"))}
+        return {**out, "optim": SWITCHES[prefix]}, [f"{use} -> optim {SWITCHES[prefix]}"]
     tool = _tool(norm, prefix)
     method = METHODS[(tool, prefix)]
     _refuse_what_cannot_be_honoured(values, norm, prefix, method)
@@ -150,6 +163,37 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     )
     layerwise = " (layer-wise: each layer steps as its gradient arrives: no gradient clipping, no grad_norm)"
     return out, [note + (layerwise if optim.endswith("_layerwise") else "")]
+
+
+def _swift_plugin(values: dict[str, Any], norm: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """ms-swift's `optimizer` (its optimizer plugin, optimizers/mapping.py): muon is temper's optim muon (its
+    optim_args, momentum / nesterov / ns_steps, are the same); galore and lorap are what ms-swift picks itself for
+    use_galore and lorap_lr_ratio, which temper reads on their own; default is the Trainer's optim."""
+    key = norm["optimizer"]
+    plugin = str(values[key]).strip().lower()
+    out = {k: v for k, v in values.items() if k != key}
+    if plugin == "muon":
+        out[norm.get("optim", "optim")] = "muon"
+    elif plugin == "galore" and not ("use_galore" in norm and _true(values[norm["use_galore"]])):
+        raise ConfigError(
+            "optimizer: galore is ms-swift's plugin for use_galore, which is not on.",
+            hint="Pass --use_galore true (with its galore_* settings), or drop --optimizer.",
+            key="optimizer",
+        )
+    elif plugin == "lorap" and "lorap_lr_ratio" not in norm:
+        raise ConfigError(
+            "optimizer: lorap is ms-swift's plugin for LoRA+, and lorap_lr_ratio is not given.",
+            hint="Pass --lorap_lr_ratio 16 (LoRA+'s ratio of the B matrices' learning rate), or drop --optimizer.",
+            key="optimizer",
+        )
+    elif plugin not in ("galore", "lorap", "default", "none", ""):
+        why = SWIFT_REFUSED.get(plugin, "not an ms-swift optimizer plugin temper has")
+        raise ConfigError(
+            f"optimizer: {values[key]!r}: {why}; expected muon, galore, lorap or default.",
+            hint="temper's optimizers are --optim's (adamw_torch_fused, adafactor, muon, adam_mini, galore_adamw, ...).",
+            key="optimizer",
+        )
+    return out, {k.replace("-", "_"): k for k in out}
 
 
 def _tool(norm: dict[str, str], prefix: str) -> str:

@@ -42,6 +42,7 @@ from temper.runs import data_fingerprint, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
+from temper.training.optimizers import muon_split
 from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import (
     adapter_differences,
@@ -172,10 +173,14 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     global_batch = (
         cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps * state.num_processes
     )
+    optim = ""
+    if cfg.train.optim == "muon":
+        muon, rest = muon_split(model)
+        optim = f"; optim muon: Muon steps {len(muon)} matrices, AdamW the other {len(rest)} tensors"
     _say(
         state,
         f"[bold]batch[/] global {global_batch} = {cfg.train.per_device_train_batch_size} per device x "
-        f"{cfg.train.gradient_accumulation_steps} accumulation x {state.num_processes} process(es)",
+        f"{cfg.train.gradient_accumulation_steps} accumulation x {state.num_processes} process(es){optim}",
     )
 
     # 5. Run directory contract: config + manifest first, so a crashed run is still identifiable and resumable.

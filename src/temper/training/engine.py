@@ -26,13 +26,13 @@ from typing import Any
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.integrations import is_deepspeed_zero3_enabled
 
 from temper.config.sections import TrainCfg, TuneCfg
 from temper.errors import ConfigError
 from temper.models.compile import compile_blocks
 from temper.models.dtype import bf16_supported
 from temper.models.norm import fuse_rms_norms
+from temper.training import optimizers
 from temper.training.callbacks import (
     CheckpointMarker,
     MetricsLog,
@@ -43,7 +43,6 @@ from temper.training.callbacks import (
     trim_metrics,
 )
 from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
-from temper.training.optimizers import TEMPER_OPTIMS, adam_mini, optimizer_state_classes, trainer_optim
 from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -81,7 +80,9 @@ class TemperTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.tune = tune
-        self.temper_optim = optim if optim in TEMPER_OPTIMS else None  # one the Trainer cannot build
+        self.temper_optim = (
+            optim if optim in optimizers.TEMPER_OPTIMS else None
+        )  # one the Trainer cannot build
         self.meter = meter
         self._metric_store: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -97,12 +98,12 @@ class TemperTrainer(Trainer):
         self._flop_params: int | None = None
 
     def create_optimizer(self, model: Any = None) -> Any:
-        """The Trainer's optimizer, or with LoRA+ the same optimizer over LoRA+'s groups (tuning.loraplus_optimizer).
-        Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model.
-        Adam-mini (training/optimizers.py) is built here too."""
-        if self.optimizer is None and self.temper_optim == "adam_mini":
-            sharded = self.is_fsdp_enabled or is_deepspeed_zero3_enabled()
-            self.optimizer = adam_mini(self.model if model is None else model, self.args, sharded)
+        """The Trainer's optimizer, with LoRA+ over LoRA+'s groups, or temper's Adam-mini / Muon (training/optimizers.py).
+        Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model."""
+        opt_model: Any = self.model if model is None else model
+        if self.optimizer is None and self.temper_optim is not None:
+            sharded = "fsdp" if self.is_fsdp_enabled else "deepspeed" if self.is_deepspeed_enabled else None
+            self.optimizer = optimizers.build(self.temper_optim, opt_model, self.args, sharded)
             return self.optimizer
         if self.optimizer is not None or self.tune is None or self.tune.loraplus_lr_ratio is None:
             with warnings.catch_warnings():
@@ -110,7 +111,6 @@ class TemperTrainer(Trainer):
                 # favour of torch's, which has no GaLore: nothing a user can act on.
                 warnings.filterwarnings("ignore", "This implementation of AdamW is deprecated", FutureWarning)
                 return super().create_optimizer(model)
-        opt_model: Any = self.model if model is None else model
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = loraplus_optimizer(
             opt_model, self.tune, optimizer_cls, kwargs, self.args.weight_decay
@@ -229,7 +229,7 @@ def build_training_args(
         # transformers 5 has one option for both: an int counts steps, a float < 1 is a ratio of total steps.
         warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
-        optim=trainer_optim(cfg.optim),
+        optim=optimizers.trainer_optim(cfg.optim),
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
         adam_epsilon=cfg.adam_epsilon,
@@ -354,7 +354,7 @@ def train(
     with (
         out_of_space_is_an_error(run_dir, lambda: trainer.state.global_step),
         disable_input_dtype_casting(model, active=args.bf16),
-        optimizer_state_classes(cfg.optim),
+        optimizers.optimizer_state_classes(cfg.optim),
     ):
         out = trainer.train(resume_from_checkpoint=resume)
         metrics = dict(out.metrics)

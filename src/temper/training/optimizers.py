@@ -1,12 +1,20 @@
-"""Optimizers beyond the Trainer's plain ones: Adam-mini, which temper builds itself because the Trainer has no
-name for it (package adam-mini, as LLaMA-Factory's `use_adam_mini` builds it), and what GaLore / APOLLO (the
-Trainer's own, config/optim_keys.py translates the peers' keys to them) need before anything loads and on resume.
+"""Optimizers beyond the Trainer's plain ones: Adam-mini and Muon, which temper builds itself because the Trainer
+has no name for them (package adam-mini, as LLaMA-Factory's `use_adam_mini` builds it; torch's Muon, as
+LLaMA-Factory's `use_muon` and ms-swift's `--optimizer muon` train), and what GaLore / APOLLO (the Trainer's own,
+config/optim_keys.py translates the peers' keys to them) need before anything loads and on resume.
 
 Adam-mini keeps one second-moment value per parameter block (a head of q/k, an output neuron of v, o and the
 MLP, one token's embedding row) instead of one per weight, so its state is about half of AdamW's. It needs the
 model's hidden size and head counts to cut those blocks; LLaMA-Factory reads them from the model config, so do we.
 The Trainer is given `adamw_torch` for its own bookkeeping (its checks, the scheduler); `TemperTrainer.
 create_optimizer` builds this one in its place.
+
+Muon steps each 2-D weight of the transformer blocks by its momentum orthogonalised (five Newton-Schulz
+iterations: the update's singular values all near one), and everything else (embeddings, LM head, norms) by AdamW,
+as both peers do (Moonlight's recipe). Its learning rate is scaled per matrix by 0.2 * sqrt(max(rows, cols)) so
+that the update's RMS matches AdamW's and the same learning rate serves both: torch's `adjust_lr_fn=
+"match_rms_adamw"`, which is Moonlight's scaling. torch's momentum is an average where Moonlight's is a sum;
+orthogonalising divides out that constant factor, so the steps are the same.
 
 Example:
     >>> trainer_optim("adam_mini"), trainer_optim("adamw_torch_fused")
@@ -19,9 +27,17 @@ import importlib.util
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import torch
+
 from temper.errors import ConfigError
 
-TEMPER_OPTIMS = ("adam_mini",)
+TEMPER_OPTIMS = ("adam_mini", "muon")
+# Muon's own settings, given through the Trainer's optim_args (ms-swift's names): name -> (type, default)
+MUON_ARGS: dict[str, tuple[type, Any]] = {
+    "momentum": (float, 0.95),
+    "nesterov": (bool, True),
+    "ns_steps": (int, 5),
+}
 
 
 def trainer_optim(name: str) -> str:
@@ -29,8 +45,18 @@ def trainer_optim(name: str) -> str:
     return "adamw_torch" if name in TEMPER_OPTIMS else name
 
 
-def check_temper_optim(name: str, tuning: str) -> None:
-    """Before anything loads: the package the optimizer comes from is installed, and what it trains fits it."""
+def check_temper_optim(name: str, tuning: str, optim_args: str | None = None) -> None:
+    """Before anything loads: the optimizer exists here, its settings parse, and what it trains fits it."""
+    if name == "muon":
+        if not hasattr(torch.optim, "Muon"):
+            raise ConfigError(
+                f"optim: muon needs torch.optim.Muon (PyTorch 2.9 or later); this environment has torch "
+                f"{torch.__version__}.",
+                hint="pip install -U torch (temper's setup pins torch==2.13.0), or another optimizer.",
+                key="optim",
+            )
+        muon_settings(optim_args)
+        return
     if tuning == "lora":
         raise ConfigError(
             f"optim: {name} with tuning lora: Adam-mini cuts the q/k weights into attention heads, and LoRA's "
@@ -44,6 +70,106 @@ def check_temper_optim(name: str, tuning: str) -> None:
             hint="pip install adam-mini (temper's extra: pip install 'temper[optimizers]').",
             key="optim",
         )
+
+
+def muon_settings(optim_args: str | None) -> dict[str, Any]:
+    """Muon's momentum / nesterov / ns_steps from the Trainer's `optim_args` ("momentum=0.9,ns_steps=6"), each
+    else its default (0.95, true, 5)."""
+    from temper.config.foreign import is_true
+
+    out = {k: default for k, (_, default) in MUON_ARGS.items()}
+    for item in filter(None, (optim_args or "").replace(" ", "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in MUON_ARGS or not value:
+            raise ConfigError(
+                f"optim_args {optim_args!r}: optim muon takes {', '.join(f'{k}=...' for k in MUON_ARGS)}; "
+                f"got {item!r}.",
+                hint="E.g. --optim_args momentum=0.9,ns_steps=6 (or leave optim_args out for Muon's defaults).",
+                key="optim_args",
+            )
+        kind = MUON_ARGS[key][0]
+        try:
+            out[key] = is_true(value) if kind is bool else kind(value)
+        except ValueError:
+            raise ConfigError(
+                f"optim_args: Muon's {key} must be {kind.__name__}, got {value!r}.", key="optim_args"
+            ) from None
+    return out
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """torch's Muon over the 2-D weights of the transformer blocks and torch's AdamW over the rest, as one
+    optimizer for the Trainer: its scheduler sets the learning rate of these groups, which are the two optimizers'
+    own; a checkpoint holds both states."""
+
+    def __init__(self, model: Any, args: Any) -> None:
+        settings = muon_settings(args.optim_args)
+        muon, rest = muon_split(model)
+        self.parts: dict[str, torch.optim.Optimizer] = {}
+        if muon:
+            self.parts["muon"] = torch.optim.Muon(
+                muon, lr=args.learning_rate, weight_decay=args.weight_decay, adjust_lr_fn="match_rms_adamw",
+                **settings,
+            )  # fmt: skip
+        if rest:
+            self.parts["adamw"] = torch.optim.AdamW(
+                rest, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                weight_decay=args.weight_decay,
+            )  # fmt: skip
+        super().__init__(self._groups(), {"lr": args.learning_rate})
+
+    def _groups(self) -> list[dict[str, Any]]:
+        return [g for part in self.parts.values() for g in part.param_groups]
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts.values():
+            part.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        if sorted(state_dict) != sorted(self.parts):
+            raise ValueError(
+                f"Muon checkpoint state holds {sorted(state_dict)}, expected {sorted(self.parts)}"
+            )
+        for name, part in self.parts.items():
+            part.load_state_dict(state_dict[name])
+        self.param_groups = self._groups()  # loading gives the parts new group dicts
+
+
+def muon_split(model: Any) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """(the trainable weights Muon steps, those AdamW steps): the peers' split, the matrices that are not the
+    embedding or the head to Muon."""
+    muon: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (muon if p.ndim == 2 and "embed" not in name and "lm_head" not in name else rest).append(p)
+    return muon, rest
+
+
+def build(name: str, model: Any, args: Any, sharding: str | None) -> torch.optim.Optimizer:
+    """The optimizer of one of TEMPER_OPTIMS over the model's trainable parameters; `sharding`: "fsdp" or
+    "deepspeed" when one of them holds the weights (Adam-mini then reduces its blocks across processes under FSDP
+    and ZeRO-3; Muon orthogonalises whole matrices, which neither hands the optimizer)."""
+    if name == "adam_mini":
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        return adam_mini(model, args, sharding == "fsdp" or is_deepspeed_zero3_enabled())
+    if sharding is not None:
+        raise ConfigError(
+            f"optim: muon under {sharding}: Muon orthogonalises each weight matrix whole, and {sharding} hands "
+            "the optimizer flattened shards of them.",
+            hint="Train Muon with plain DDP (--nproc N without --distributed fsdp or --deepspeed), or use AdamW.",
+            key="optim",
+        )
+    return MuonAdamW(model, args)
 
 
 def adam_mini(model: Any, args: Any, sharded: bool) -> Any:

@@ -64,7 +64,7 @@ def check_trainer_names(cfg: TrainCfg, tuning: str = "full") -> None:
     if cfg.optim.startswith(("galore_", "apollo_")):  # the Trainer's own lookup needs the model for these
         check_lowrank_optim(cfg.optim, cfg.trainer_args, cfg.gradient_accumulation_steps, tuning)
     elif cfg.optim in TEMPER_OPTIMS:
-        check_temper_optim(cfg.optim, tuning)
+        check_temper_optim(cfg.optim, tuning, cfg.trainer_args.get("optim_args"))
     else:
         _check_optim_package(cfg.optim)
     _check_report_to(cfg)
