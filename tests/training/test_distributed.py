@@ -13,14 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from temper.cli import main
 from temper.config import DistCfg
+from temper.errors import ConfigError
 from temper.runs import read_manifest, read_metrics
 from temper.training.launch import (
     DEEPSPEED_PRESETS,
     DEFAULT_PORT,
     deepspeed_config,
+    launch,
     torchrun_command,
     trainer_kwargs,
 )
@@ -225,12 +228,18 @@ def test_torchrun_command_and_presets() -> None:
         cfg = deepspeed_config(name)
         assert cfg["zero_optimization"]["stage"] == int(name[4])
         assert cfg["train_micro_batch_size_per_gpu"] == "auto"
-    assert trainer_kwargs(DistCfg(distributed="fsdp"))["fsdp"] == "full_shard auto_wrap"
+    if torch.cuda.is_available():
+        fsdp = trainer_kwargs(DistCfg(distributed="fsdp"))
+        assert fsdp["fsdp"] is True and fsdp["fsdp_config"]["reshard_after_forward"] is True
+    else:  # accelerate would run DDP in its place: refused, before anything loads or launches
+        with pytest.raises(ConfigError, match="fsdp shards the model across GPUs, and this machine has none"):
+            trainer_kwargs(DistCfg(distributed="fsdp"))
+        with pytest.raises(ConfigError, match="plain DDP"):
+            launch("sft", ["--nproc", "2", "--distributed", "fsdp"], DistCfg(nproc=2, distributed="fsdp"))
     assert trainer_kwargs(DistCfg()) == {}
 
 
 def test_bad_distributed_options_are_explained(tmp_path: Path) -> None:
-    from temper.errors import ConfigError
 
     with pytest.raises(ConfigError, match="node_rank"):
         DistCfg(nnodes=2, node_rank=2)

@@ -99,6 +99,8 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    if dist.distributed == "fsdp" and not dist.deepspeed:
+        check_fsdp_device()  # here too, so that one process says it, not every worker
     cmd = torchrun_command(verb, raw_argv, dist)
     print(f"launching {dist.nproc} x {dist.nnodes} processes: {' '.join(cmd[1:])}", file=sys.stderr)
     # Each worker gets an equal share of the cores instead of all of them (oversubscription is slower).
@@ -203,13 +205,29 @@ def trainer_kwargs(dist: DistCfg | None, tuning: str = "lora") -> dict[str, Any]
     if dist.deepspeed:
         return {"deepspeed": deepspeed_config(dist.deepspeed)}
     if dist.distributed == "fsdp":
+        check_fsdp_device()
         cfg: dict[str, Any] = {
             "version": 2,
+            "reshard_after_forward": True,  # full shard: parameters, gradients and optimizer state
             "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "state_dict_type": "FULL_STATE_DICT",  # one loadable safetensors file at the end
             "cpu_ram_efficient_loading": False,
             # LoRA: frozen and trainable parameters share wrapped modules; FSDP2 handles mixed requires_grad.
             "use_orig_params": tuning != "full",
         }
-        return {"fsdp": "full_shard auto_wrap", "fsdp_config": cfg}
+        return {"fsdp": True, "fsdp_config": cfg}
     return {}
+
+
+def check_fsdp_device() -> None:
+    """FSDP through accelerate shards on GPUs only: on CPU it runs the processes as plain DDP, each holding the
+    whole model, without a word. Say so before anything loads instead."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "distributed: fsdp shards the model across GPUs, and this machine has none: accelerate would run "
+            "the CPU processes as plain DDP, each holding the whole model and optimizer state.",
+            hint="Drop --distributed fsdp (--nproc N runs DDP on CPU), or run on GPUs.",
+            key="distributed",
+        )
