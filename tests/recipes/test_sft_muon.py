@@ -91,7 +91,7 @@ def test_peer_keys_become_optim_muon() -> None:
     assert swift.train.optim == "muon" and swift.train.trainer_args == {
         "optim_args": "momentum=0.9,ns_steps=6"
     }
-    assert optimizers.muon_settings(swift.train.trainer_args["optim_args"]) == {
+    assert optimizers.optim_settings("muon", swift.train.trainer_args["optim_args"]) == {
         "momentum": 0.9, "nesterov": True, "ns_steps": 6,
     }  # fmt: skip
     assert SFTConfig.from_sources(None, ["--optimizer", "default"]).train.optim == "adamw_torch_fused"
@@ -117,7 +117,7 @@ def test_muon_is_checked_before_anything_loads_and_refused_when_sharded() -> Non
         ConfigError, match="optim muon takes momentum=..., nesterov=..., ns_steps=...; got 'rank=4'"
     ):
         check_trainer_names(SFTTrainCfg(optim="muon", trainer_args={"optim_args": "rank=4"}), "full")
-    with pytest.raises(ConfigError, match="ns_steps must be int, got 'five'"):
+    with pytest.raises(ConfigError, match="muon.s ns_steps must be int, got 'five'"):
         check_trainer_names(SFTTrainCfg(optim="muon", trainer_args={"optim_args": "ns_steps=five"}), "full")
     check_trainer_names(SFTTrainCfg(optim="muon"), "lora")
     args: Any = types.SimpleNamespace(
@@ -130,5 +130,5 @@ def test_muon_is_checked_before_anything_loads_and_refused_when_sharded() -> Non
     )
     model = torch.nn.Linear(4, 4)
     with pytest.raises(ConfigError, match="Muon orthogonalises each weight matrix whole"):
-        optimizers.build("muon", model, args, "fsdp")
-    assert isinstance(optimizers.build("muon", model, args, None), optimizers.MuonAdamW)
+        optimizers.build("muon", model, args, "fsdp", set())
+    assert isinstance(optimizers.build("muon", model, args, None, set()), optimizers.MuonAdamW)

@@ -78,7 +78,7 @@ _SWITCH = "expected true or false"  # their true values are config/optim_keys.py
 UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
     "use_galore": (("false",), _SWITCH, _OPTIMIZER),
     "use_apollo": (("false",), _SWITCH, _OPTIMIZER),
-    "use_badam": (("false",), "the BAdam optimizer is not in temper", _OPTIMIZER),
+    "use_badam": (("false",), _SWITCH, _OPTIMIZER),
     "use_adam_mini": (("false",), _SWITCH, _OPTIMIZER),
     "use_muon": (("false",), _SWITCH, _OPTIMIZER),
     "use_llama_pro": (
@@ -166,8 +166,8 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
 # Peer speed kernels: the computation is the same without them, so asking for them changes nothing here.
 KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_kernel", "liger_kernel_config",
            "use_cce")  # fmt: skip
-# Settings of methods that are off or not in temper: named and ignored (use_badam, ... on: refused; use_galore and
-# use_apollo on: translated by config/optim_keys.py before this module sees their keys).
+# Settings of methods that are off or not in temper: named and ignored (on, use_galore, use_apollo and use_badam are
+# translated by config/optim_keys.py before this module sees their keys).
 METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
 
 

@@ -1,6 +1,7 @@
 """The peers' optimizer switches: LLaMA-Factory's `use_galore` / `use_apollo` (and ms-swift's `use_galore`) as the
 Trainer's own optimizers of those names (packages galore-torch, apollo-torch); LLaMA-Factory's `use_adam_mini` and
-`use_muon` (and ms-swift's `optimizer: muon`) as temper's `optim: adam_mini` / `optim: muon`. What each optimizer needs at run time is training/optimizers.py's.
+`use_muon` (and ms-swift's `optimizer: muon`) as temper's `optim: adam_mini` / `optim: muon`; its `use_badam` (layer
+mode) as temper's `optim: badam`. What each optimizer needs at run time is training/optimizers.py's.
 
 LLaMA-Factory builds its GaLore optimizer itself (train/trainer_utils.py `_create_galore_optimizer`); the
 Trainer has the same optimizers by name (`optim: galore_adamw`, `optim_target_modules`, `optim_args`), so a
@@ -100,7 +101,9 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if "optimizer" in norm:
         values, norm = _swift_plugin(values, norm)
     on = [
-        m for m in ("galore", "apollo", *SWITCHES) if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])
+        m
+        for m in ("galore", "apollo", "badam", *SWITCHES)
+        if f"use_{m}" in norm and _true(values[norm[f"use_{m}"]])
     ]
     if not on:
         return values, []
@@ -112,6 +115,8 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             hint=f"Keep one of them true (LLaMA-Factory would pick {use} and ignore the rest).",
             key=use,
         )
+    if prefix == "badam":
+        return _badam(values, norm)
     if prefix in SWITCHES:  # LLaMA-Factory builds these whatever optim says
         out = {k: v for k, v in values.items() if k not in (norm[use], norm.get("optim"))}
         return {**out, "optim": SWITCHES[prefix]}, [f"{use} -> optim {SWITCHES[prefix]}"]
@@ -163,6 +168,49 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     )
     layerwise = " (layer-wise: each layer steps as its gradient arrives: no gradient clipping, no grad_norm)"
     return out, [note + (layerwise if optim.endswith("_layerwise") else "")]
+
+
+def _badam(values: dict[str, Any], norm: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """LLaMA-Factory's `use_badam` and its badam_* settings as temper's optim badam (training/badam.py) and its
+    optim_args; its ratio-wise mode is refused."""
+    out = {k: v for k, v in values.items() if not k.replace("-", "_").startswith(("badam_", "use_badam"))}
+    given = {k[len("badam_") :]: values[v] for k, v in norm.items() if k.startswith("badam_")}
+    mode = str(given.pop("mode", "layer"))
+    if mode != "layer":
+        raise ConfigError(
+            f"badam_mode: {mode!r}: temper has layer-wise BAdam (badam_mode: layer, LLaMA-Factory's default); "
+            "the ratio-wise kind masks part of every weight and needs the Trainer's gradient clipping replaced.",
+            hint="Write badam_mode: layer (one decoder layer trains at a time), or drop it.",
+            key="badam_mode",
+        )
+    notes = [
+        f"ignored: badam_{k} (ratio-wise BAdam's)"
+        for k in ("update_ratio", "mask_mode")
+        if given.pop(k, None)
+    ]
+    unknown = [k for k in given if k not in ("start_block", "switch_mode", "switch_interval", "verbose")]
+    if unknown:
+        raise ConfigError(
+            f"badam_{unknown[0]}: not a LLaMA-Factory BAdam setting; expected badam_mode, badam_start_block, "
+            "badam_switch_mode, badam_switch_interval, badam_update_ratio, badam_mask_mode or badam_verbose.",
+            key=f"badam_{unknown[0]}",
+        )
+    base = str(out.pop(norm["optim"])) if "optim" in norm else "adamw_torch"
+    if base not in ("adamw_torch", "adamw_torch_fused"):
+        raise ConfigError(
+            f"optim: {base!r} with use_badam: temper's BAdam steps each block with torch's AdamW.",
+            hint="Write optim: adamw_torch (LLaMA-Factory's default), or drop use_badam.",
+            key="optim",
+        )
+    if "optim_args" in norm:
+        raise ConfigError(
+            "use_badam with optim_args: both set the BAdam optimizer.",
+            hint="Keep the badam_* keys.",
+            key="use_badam",
+        )
+    args = ",".join(f"{k}={v}" for k, v in given.items() if v is not None)
+    out.update(optim="badam", **({"optim_args": args} if args else {}))
+    return out, [f"use_badam -> optim badam{f' ({args})' if args else ''}", *notes]
 
 
 def _swift_plugin(values: dict[str, Any], norm: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -248,8 +248,8 @@ class TrainCfg:
         "adamw_torch_fused",
         help="optimizer, by the Trainer's names: adamw_torch_fused (its default), adamw_torch, adafactor, sgd, "
         "rmsprop; paged_adamw_8bit, adamw_8bit, ... need bitsandbytes; galore_adamw, apollo_adamw (with "
-        "optim_target_modules) and temper's adam_mini train full or freeze tuning; temper's muon (Muon for the "
-        "blocks' matrices, AdamW for the rest; optim_args momentum, nesterov, ns_steps) trains any",
+        "optim_target_modules) and temper's adam_mini train full or freeze tuning; temper's badam (one layer at "
+        "a time; optim_args switch_interval, switch_mode) full; temper's muon (optim_args momentum, ns_steps) any",
     )
     adam_beta1: float = field(0.9, help="Adam beta1")
     adam_beta2: float = field(0.999, help="Adam beta2")

@@ -39,10 +39,11 @@ from temper.models.dtype import pick_dtype
 from temper.models.load import load_causal_lm, resolve_model
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import data_fingerprint, write_manifest
+from temper.training import badam
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
-from temper.training.optimizers import muon_split
+from temper.training.optimizers import muon_split, optim_settings
 from temper.training.preflight import check_trainer_names, start_notes
 from temper.tuning import (
     adapter_differences,
@@ -108,8 +109,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         )
     bf16 = use_bf16(cfg.train)
     dtype = pick_dtype(cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
-    if cfg.model.dtype == "auto" and bf16 and cfg.tune.tuning == "lora":
-        dtype = torch.bfloat16
+    if cfg.model.dtype == "auto" and bf16 and (cfg.tune.tuning == "lora" or cfg.train.optim == "badam"):
+        dtype = torch.bfloat16  # frozen weights need no fp32 copy; BAdam keeps one of its active layer itself
     dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
     model, tokenizer = load_causal_lm(
         ref,
@@ -177,6 +178,9 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if cfg.train.optim == "muon":
         muon, rest = muon_split(model)
         optim = f"; optim muon: Muon steps {len(muon)} matrices, AdamW the other {len(rest)} tensors"
+    elif cfg.train.optim == "badam":
+        settings = optim_settings("badam", cfg.train.trainer_args.get("optim_args"))
+        optim = "; " + badam.describe(settings, unwrap_model(model).config.num_hidden_layers, dtype_name)
     _say(
         state,
         f"[bold]batch[/] global {global_batch} = {cfg.train.per_device_train_batch_size} per device x "

@@ -103,7 +103,8 @@ class TemperTrainer(Trainer):
         opt_model: Any = self.model if model is None else model
         if self.optimizer is None and self.temper_optim is not None:
             sharded = "fsdp" if self.is_fsdp_enabled else "deepspeed" if self.is_deepspeed_enabled else None
-            self.optimizer = optimizers.build(self.temper_optim, opt_model, self.args, sharded)
+            decay = set(self.get_decay_parameter_names(opt_model))
+            self.optimizer = optimizers.build(self.temper_optim, opt_model, self.args, sharded, decay)
             return self.optimizer
         if self.optimizer is not None or self.tune is None or self.tune.loraplus_lr_ratio is None:
             with warnings.catch_warnings():

@@ -31,13 +31,15 @@ import torch
 
 from temper.errors import ConfigError
 
-TEMPER_OPTIMS = ("adam_mini", "muon")
-# Muon's own settings, given through the Trainer's optim_args (ms-swift's names): name -> (type, default)
-MUON_ARGS: dict[str, tuple[type, Any]] = {
-    "momentum": (float, 0.95),
-    "nesterov": (bool, True),
-    "ns_steps": (int, 5),
-}
+TEMPER_OPTIMS = ("adam_mini", "muon", "badam")
+# temper's optimizers' own settings, given through the Trainer's optim_args: name -> (type, default). Muon's are
+# ms-swift's names; BAdam's LLaMA-Factory's without its badam_ prefix (training/badam.py; start_block -1: the
+# switch mode's first).
+OPTIM_ARGS: dict[str, dict[str, tuple[type, Any]]] = {
+    "muon": {"momentum": (float, 0.95), "nesterov": (bool, True), "ns_steps": (int, 5)},
+    "badam": {"switch_interval": (int, 50), "switch_mode": (str, "ascending"), "start_block": (int, -1),
+              "verbose": (int, 0)},
+}  # fmt: skip
 
 
 def trainer_optim(name: str) -> str:
@@ -55,7 +57,12 @@ def check_temper_optim(name: str, tuning: str, optim_args: str | None = None) ->
                 hint="pip install -U torch (temper's setup pins torch==2.13.0), or another optimizer.",
                 key="optim",
             )
-        muon_settings(optim_args)
+        optim_settings(name, optim_args)
+        return
+    if name == "badam":
+        from temper.training.badam import check_badam
+
+        check_badam(tuning, optim_settings(name, optim_args))
         return
     if tuning == "lora":
         raise ConfigError(
@@ -72,27 +79,31 @@ def check_temper_optim(name: str, tuning: str, optim_args: str | None = None) ->
         )
 
 
-def muon_settings(optim_args: str | None) -> dict[str, Any]:
-    """Muon's momentum / nesterov / ns_steps from the Trainer's `optim_args` ("momentum=0.9,ns_steps=6"), each
-    else its default (0.95, true, 5)."""
+def optim_settings(optim: str, optim_args: str | None) -> dict[str, Any]:
+    """The settings of temper's `optim` (Muon's momentum / nesterov / ns_steps, BAdam's switch_interval / ...)
+    from the Trainer's `optim_args` ("momentum=0.9,ns_steps=6"), each else its default."""
     from temper.config.foreign import is_true
 
-    out = {k: default for k, (_, default) in MUON_ARGS.items()}
+    spec = OPTIM_ARGS[optim]
+    out = {k: default for k, (_, default) in spec.items()}
+    example = {"muon": "momentum=0.9,ns_steps=6", "badam": "switch_interval=100,switch_mode=descending"}[
+        optim
+    ]
     for item in filter(None, (optim_args or "").replace(" ", "").split(",")):
         key, _, value = item.partition("=")
-        if key not in MUON_ARGS or not value:
+        if key not in spec or not value:
             raise ConfigError(
-                f"optim_args {optim_args!r}: optim muon takes {', '.join(f'{k}=...' for k in MUON_ARGS)}; "
+                f"optim_args {optim_args!r}: optim {optim} takes {', '.join(f'{k}=...' for k in spec)}; "
                 f"got {item!r}.",
-                hint="E.g. --optim_args momentum=0.9,ns_steps=6 (or leave optim_args out for Muon's defaults).",
+                hint=f"E.g. --optim_args {example} (or leave optim_args out for the defaults).",
                 key="optim_args",
             )
-        kind = MUON_ARGS[key][0]
+        kind = spec[key][0]
         try:
             out[key] = is_true(value) if kind is bool else kind(value)
         except ValueError:
             raise ConfigError(
-                f"optim_args: Muon's {key} must be {kind.__name__}, got {value!r}.", key="optim_args"
+                f"optim_args: {optim}'s {key} must be {kind.__name__}, got {value!r}.", key="optim_args"
             ) from None
     return out
 
@@ -103,7 +114,7 @@ class MuonAdamW(torch.optim.Optimizer):
     own; a checkpoint holds both states."""
 
     def __init__(self, model: Any, args: Any) -> None:
-        settings = muon_settings(args.optim_args)
+        settings = optim_settings("muon", args.optim_args)
         muon, rest = muon_split(model)
         self.parts: dict[str, torch.optim.Optimizer] = {}
         if muon:
@@ -154,14 +165,26 @@ def muon_split(model: Any) -> tuple[list[torch.nn.Parameter], list[torch.nn.Para
     return muon, rest
 
 
-def build(name: str, model: Any, args: Any, sharding: str | None) -> torch.optim.Optimizer:
+def build(name: str, model: Any, args: Any, sharding: str | None, decay: set[str]) -> torch.optim.Optimizer:
     """The optimizer of one of TEMPER_OPTIMS over the model's trainable parameters; `sharding`: "fsdp" or
     "deepspeed" when one of them holds the weights (Adam-mini then reduces its blocks across processes under FSDP
-    and ZeRO-3; Muon orthogonalises whole matrices, which neither hands the optimizer)."""
+    and ZeRO-3; Muon orthogonalises whole matrices, which neither hands the optimizer); `decay`: the names of the
+    weights the Trainer decays (BAdam's groups)."""
     if name == "adam_mini":
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         return adam_mini(model, args, sharding == "fsdp" or is_deepspeed_zero3_enabled())
+    if name == "badam" and (sharding is not None or args.world_size > 1):
+        raise ConfigError(
+            f"optim: badam with {args.world_size} processes: BAdam switches which weights take gradients every "
+            "few steps, and DDP, FSDP and DeepSpeed fix them when they wrap the model.",
+            hint="Train BAdam in one process (it is made for one GPU), or use AdamW across processes.",
+            key="optim",
+        )
+    if name == "badam":
+        from temper.training.badam import BAdam
+
+        return BAdam(model, args, decay, optim_settings(name, args.optim_args))
     if sharding is not None:
         raise ConfigError(
             f"optim: muon under {sharding}: Muon orthogonalises each weight matrix whole, and {sharding} hands "
