@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_sft_optimizers import _Optimizer
-from test_sft_recipe import CrashAt, make_cfg, write_rows
+from test_sft_optimizers import _Optimizer, crash_and_resume
+from test_sft_recipe import make_cfg, write_rows
 
 from temper.config import SFTConfig
 from temper.config.sections import SFTTrainCfg
 from temper.errors import ConfigError
 from temper.recipes.sft import train_sft
-from temper.runs import read_metrics
 from temper.training.badam import BAdam
 from temper.training.preflight import check_trainer_names
 
@@ -61,16 +60,10 @@ def test_a_crashed_badam_run_resumes_on_its_layer(tiny_llama_dir: Path, tmp_path
     data = write_rows(tmp_path / "rows.jsonl")
     common = ("--tuning", "full", "--max-steps", "7", "--save-steps", "3", "--optim", "badam",
               "--optim_args", f"switch_interval=3,switch_mode={mode}")  # fmt: skip
-    straight = tmp_path / "straight"
-    train_sft(make_cfg(tiny_llama_dir, data, straight, *common))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train_sft(make_cfg(tiny_llama_dir, data, crashed, *common), callbacks=[CrashAt(5)])
-    result = train_sft(make_cfg(tiny_llama_dir, data, crashed, *common, "--resume", "auto"))
-    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
-    want = {r["step"]: r["loss"] for r in read_metrics(straight) if "loss" in r}
-    got = {r["step"]: r["loss"] for r in read_metrics(crashed) if "loss" in r}
-    assert [got[s] for s in (4, 5, 6, 7)] == pytest.approx([want[s] for s in (4, 5, 6, 7)], abs=1e-4)
+    want, got = crash_and_resume(tiny_llama_dir, data, tmp_path, common, crash_at=5)
+    for step in (4, 5, 6, 7):
+        assert got[step]["loss"] == pytest.approx(want[step]["loss"], abs=1e-4)
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     assert load_file(straight / "model.safetensors").keys() == load_file(crashed / "model.safetensors").keys()
     for k, v in load_file(straight / "model.safetensors").items():
         assert torch.allclose(v, load_file(crashed / "model.safetensors")[k], atol=1e-5), k

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_sft_optimizers import _deltas, _Optimizer
-from test_sft_recipe import CrashAt, make_cfg, write_rows
+from test_sft_optimizers import _deltas, _Optimizer, crash_and_resume
+from test_sft_recipe import make_cfg, write_rows
 
 from temper.config import SFTConfig
 from temper.config.sections import SFTTrainCfg
@@ -56,18 +56,11 @@ def test_a_crashed_muon_run_resumes_the_same_curve(tiny_llama_dir: Path, tmp_pat
     data = write_rows(tmp_path / "rows.jsonl")
     common = ("--tuning", "full", "--max-steps", "5", "--save-steps", "3", "--optim", "muon",
               "--lr-scheduler-type", "linear")  # fmt: skip
-    straight = tmp_path / "straight"
-    train_sft(make_cfg(tiny_llama_dir, data, straight, *common))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train_sft(make_cfg(tiny_llama_dir, data, crashed, *common), callbacks=[CrashAt(4)])
-    result = train_sft(make_cfg(tiny_llama_dir, data, crashed, *common, "--resume", "auto"))
-    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
-    want = {r["step"]: (r["loss"], r["learning_rate"]) for r in read_metrics(straight) if "loss" in r}
-    got = {r["step"]: (r["loss"], r["learning_rate"]) for r in read_metrics(crashed) if "loss" in r}
+    want, got = crash_and_resume(tiny_llama_dir, data, tmp_path, common, crash_at=4)
     for step in (4, 5):  # the same losses, and the scheduler's rate reaches both optimizers again
-        assert got[step] == pytest.approx(want[step], abs=1e-4)
-    losses = [want[s][0] for s in sorted(want)]
+        assert got[step]["loss"] == pytest.approx(want[step]["loss"], abs=1e-4)
+        assert got[step]["learning_rate"] == pytest.approx(want[step]["learning_rate"])
+    losses = [want[s]["loss"] for s in sorted(want)]
     assert losses[-1] < losses[0]
 
 

@@ -93,6 +93,21 @@ def test_a_crashed_lowrank_run_resumes_the_same_curve(
     )
 
 
+def crash_and_resume(
+    model: Path, data: Path, tmp_path: Path, common: tuple[str, ...], crash_at: int
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Train `common` straight through, and again crashed at step `crash_at` then resumed from the last checkpoint
+    (the one at step 3): (logged rows by step, straight; the same, crashed and resumed)."""
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train_sft(make_cfg(model, data, straight, *common))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sft(make_cfg(model, data, crashed, *common), callbacks=[CrashAt(crash_at)])
+    result = train_sft(make_cfg(model, data, crashed, *common, "--resume", "auto"))
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
+    rows = [{r["step"]: r for r in read_metrics(run) if "loss" in r} for run in (straight, crashed)]
+    return rows[0], rows[1]
+
+
 class _Optimizer(TrainerCallback):
     """Keeps the optimizer the Trainer trained with."""
 

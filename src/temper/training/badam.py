@@ -13,13 +13,13 @@ clipping replaced by a sparse-aware one; it is refused (config/optim_keys.py).
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from typing import Any
 
 import torch
 
 from temper.errors import ConfigError
+from temper.training.optimizers import require_package
 
 SWITCH_MODES = ("ascending", "descending", "random", "fixed")
 
@@ -33,12 +33,7 @@ def check_badam(tuning: str, settings: dict[str, Any]) -> None:
             hint="Use --tuning full with it (LLaMA-Factory refuses LoRA with BAdam too), or another optimizer.",
             key="optim",
         )
-    if importlib.util.find_spec("badam") is None:
-        raise ConfigError(
-            "optim: badam needs the badam package, which is not installed in this environment.",
-            hint="pip install badam (temper's extra: pip install 'temper[optimizers]').",
-            key="optim",
-        )
+    require_package("badam", "badam", "badam")
     if settings["switch_mode"] not in SWITCH_MODES:
         raise ConfigError(
             f"optim_args: badam's switch_mode {settings['switch_mode']!r}; expected one of {', '.join(SWITCH_MODES)}.",

@@ -71,10 +71,15 @@ def check_temper_optim(name: str, tuning: str, optim_args: str | None = None) ->
             hint="Use --tuning full or freeze with it, or an AdamW (the default) with LoRA.",
             key="optim",
         )
-    if importlib.util.find_spec("adam_mini") is None:
+    require_package(name, "adam_mini", "adam-mini")
+
+
+def require_package(optim: str, module: str, package: str) -> None:
+    """The package an optimizer of temper's `optimizers` extra comes from is installed, or a ConfigError."""
+    if importlib.util.find_spec(module) is None:
         raise ConfigError(
-            f"optim: {name} needs the adam-mini package, which is not installed in this environment.",
-            hint="pip install adam-mini (temper's extra: pip install 'temper[optimizers]').",
+            f"optim: {optim} needs the {package} package, which is not installed in this environment.",
+            hint=f"pip install {package} (temper's extra: pip install 'temper[optimizers]').",
             key="optim",
         )
 
