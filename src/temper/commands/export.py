@@ -1,4 +1,4 @@
-"""`temper export SOURCE --merge | --gguf TYPE | --quantize METHOD | --onnx --output-dir DIR`.
+"""`temper export SOURCE --merge | --gguf TYPE | --quantize METHOD | --onnx | --expand-blocks N --output-dir DIR`.
 
 SOURCE may also be a LLaMA-Factory export YAML (`llamafactory-cli export FILE.yaml`): its model and adapter are
 the source, `export_dir` the output dir, and with no method flag it merges, as LLaMA-Factory does.
@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-HELP = "merge adapters, quantize, or convert a run/model to GGUF (+ Ollama Modelfile) or ONNX"
+HELP = (
+    "merge adapters, quantize, or convert a run/model to GGUF (+ Ollama Modelfile) or ONNX; expand its layers "
+    "(LLaMA Pro)"
+)
 
 
 def _shard_size(text: str) -> str:
@@ -68,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt.add_argument(
         "--onnx", action="store_true", help="write model.onnx (decoder logits or encoder states)"
     )
+    fmt.add_argument(
+        "--expand-blocks",
+        type=int,
+        metavar="N",
+        help="LLaMA Pro: insert N pass-through decoder layers (one after every layers/N) to train with "
+        "--tuning freeze --freeze-trainable-layers N --use-llama-pro true (LLaMA-Factory's llama_pro.py)",
+    )
     parser.add_argument(
         "--template",
         help="chat template saved with the model: built-in name, Jinja file, or a LLaMA-Factory name checked "
@@ -80,7 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and the Ollama Modelfile's SYSTEM (default: the run's or the template's own)",
     )
     parser.add_argument(
-        "--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="--merge: saved dtype (default: fp32)"
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16"],
+        help="--merge: saved dtype (default: fp32); --expand-blocks: (default: the source checkpoint's)",
     )
     parser.add_argument(
         "--max-shard-size",
@@ -130,7 +143,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 
     source, template, system, options = _source(args)
     args.merge = args.merge or str(args.merge_lora).lower() == "true"
-    method = args.merge or args.gguf or args.quantize or args.onnx
+    method = args.merge or args.gguf or args.quantize or args.onnx or args.expand_blocks is not None
     if options is not None and not method:
         if not source.adapters:
             raise TemperError(
@@ -139,8 +152,10 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
             )
         args.merge = True  # LLaMA-Factory's export of an adapter is a merge
     elif not method:
-        raise TemperError("nothing to do: pass --merge, --gguf TYPE, --quantize METHOD or --onnx.")
-    if args.merge and (args.gguf or args.quantize or args.onnx):
+        raise TemperError(
+            "nothing to do: pass --merge, --gguf TYPE, --quantize METHOD, --onnx or --expand-blocks N."
+        )
+    if args.merge and (args.gguf or args.quantize or args.onnx or args.expand_blocks is not None):
         check_has_adapter(source)  # the adapter is merged on the way; --merge says it must exist
     options = options or {}
     out = args.output_dir or options.get("output_dir")
@@ -154,9 +169,17 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     if not out:
         where = " or set export_dir in the file" if is_config_file(args.source) else ""
         raise ConfigError("no output dir.", hint=f"Pass --output-dir DIR{where}.")
+    manifest: dict[str, Any]
+    if args.expand_blocks is not None:
+        from temper.export.expand import expand_blocks
+
+        manifest = expand_blocks(source, out, args.expand_blocks, dtype=args.dtype, overwrite=args.overwrite)
+        _print_summary(Path(out), manifest)
+        print(f"  train the inserted layers: temper sft --model {out} --tuning freeze --freeze-trainable-layers "
+              f"{args.expand_blocks} --use-llama-pro true ...")  # fmt: skip
+        return 0
     if not args.merge and (args.dtype or args.max_shard_size):
         raise ConfigError("--dtype and --max-shard-size shape a merge; pass --merge (or drop them).")
-    manifest: dict[str, Any]
     if args.gguf:
         manifest = export_gguf(
             source, out, args.gguf, system=system, overwrite=args.overwrite, template=template

@@ -1,7 +1,8 @@
 """Typed configuration: small dataclasses per concern, YAML files plus `--key value` overrides."""
 
 from temper.config.base import ALIASES, ComposedConfig
-from temper.config.sections import DEFAULT_MODEL, DataCfg, DistCfg, ModelCfg, SFTConfig, TrainCfg, TuneCfg
+from temper.config.dist import DistCfg
+from temper.config.sections import DEFAULT_MODEL, DataCfg, ModelCfg, SFTConfig, TrainCfg, TuneCfg
 
 __all__ = [
     "ALIASES",

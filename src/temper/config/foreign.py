@@ -81,11 +81,6 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
     "use_badam": (("false",), _SWITCH, _OPTIMIZER),
     "use_adam_mini": (("false",), _SWITCH, _OPTIMIZER),
     "use_muon": (("false",), _SWITCH, _OPTIMIZER),
-    "use_llama_pro": (
-        ("false",),
-        "LLaMA Pro (training the inserted blocks of an expanded model) is not in temper",
-        "Freeze tuning trains chosen layers: --tuning freeze --freeze-trainable-layers N",
-    ),
     "shift_attn": (
         ("false",),
         "LongLoRA's shifted sparse attention is not in temper",

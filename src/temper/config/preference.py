@@ -26,10 +26,10 @@ from temper.config.base import (
     load_yaml,
     parse_overrides,
 )
+from temper.config.dist import DistCfg
 from temper.config.sections import (
     SAMPLING_UNGROUPED,
     DataCfg,
-    DistCfg,
     ModelCfg,
     TrainCfg,
     TuneCfg,

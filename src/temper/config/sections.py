@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
+from temper.config.dist import DistCfg
 from temper.data.mix import check_mix
 from temper.errors import ConfigError
 
@@ -170,6 +171,11 @@ class TuneCfg:
     freeze_extra_modules: list[str] = field(
         [], help="with tuning=freeze: modules outside the layers that train too (embed_tokens, norm, lm_head)"
     )
+    use_llama_pro: bool = field(
+        False,
+        help="LLaMA Pro: only the layers `temper export --expand-blocks N` inserted train (freeze: in full; lora: "
+        "their adapters); freeze_trainable_layers is N",
+    )
     additional_target: list[str] = field(
         [],
         help="with tuning=lora: modules trained in full and saved in the adapter (e.g. embed_tokens,lm_head); "
@@ -184,11 +190,8 @@ class TuneCfg:
         "learning rate); ms-swift's lorap_lr_ratio",
     )
     loraplus_lr_embedding: float = field(1e-6, help="LoRA+: learning rate of LoRA layers on embeddings")
-    pissa_init: bool = field(
-        False,
-        help="PiSSA: LoRA starts from each weight's principal singular vectors (the frozen base keeps the "
-        "residual); the saved adapter is converted to a plain LoRA over the original base, of rank 2 x lora_rank",
-    )
+    pissa_init: bool = field(False, help="PiSSA: LoRA starts from each weight's principal singular vectors (the "
+                             "base keeps the residual); saved as a plain LoRA of rank 2 x lora_rank")  # fmt: skip
     pissa_iter: int = field(16, help="PiSSA: fast-SVD iterations (-1: the full SVD)")
 
     def __post_init__(self) -> None:
@@ -212,6 +215,12 @@ class TuneCfg:
                 key="pissa_init",
             )
         check_range("pissa_iter", self.pissa_iter, -1, None)
+        if self.use_llama_pro and self.tuning == "full":
+            raise ConfigError(
+                "use_llama_pro: LLaMA Pro trains the inserted layers only, and tuning full trains every layer.",
+                hint="Use --tuning freeze (or lora) with --freeze-trainable-layers N, or drop --use-llama-pro.",
+                key="use_llama_pro",
+            )
         if self.loraplus_lr_ratio is not None and self.tuning != "lora":
             raise ConfigError(
                 f"loraplus_lr_ratio: LoRA+ sets the learning rate of LoRA's B matrices, and tuning is {self.tuning}.",
@@ -363,29 +372,6 @@ class SFTTrainCfg(TrainCfg):
         False,
         help="evaluation also reports eval_accuracy: the share of label tokens the model predicts (argmax)",
     )
-
-
-@dataclass
-class DistCfg:
-    nproc: int = field(1, help="processes on this node (>1 launches through torchrun: DDP by default)")
-    nnodes: int = field(1, help="number of machines")
-    node_rank: int = field(0, help="rank of this machine (0 .. nnodes-1)")
-    master_addr: str = field("127.0.0.1", help="address of the rank-0 machine")
-    master_port: int | None = field(
-        None,
-        help="port of the rank-0 machine (default: a free one on a single machine, 29500 across machines)",
-    )
-    distributed: str = field("ddp", help="ddp or fsdp (full shard through accelerate)")
-    deepspeed: str | None = field(
-        None, help="ZeRO preset (zero0..3, zero2_offload, zero3_offload) or a JSON path"
-    )
-
-    def __post_init__(self) -> None:
-        check_choice("distributed", self.distributed, ["ddp", "fsdp"])
-        check_range("nproc", self.nproc, 1, None)
-        check_range("nnodes", self.nnodes, 1, None)
-        check_range("node_rank", self.node_rank, 0, self.nnodes - 1)
-        check_range("master_port", self.master_port, 1, 65535)
 
 
 class SFTConfig(ComposedConfig):

@@ -56,7 +56,7 @@ def probe_ids(tok: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
+def probe_logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids).logits.float()
 
 
@@ -157,10 +157,10 @@ def _merge_adapters(model: Any, adapters: dict[str, Path], ids: torch.Tensor) ->
     for name, path in adapters.items():
         with quiet_peft():
             peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name).eval()
-        before = _logits(peft_model, ids)
+        before = probe_logits(peft_model, ids)
         # safe_merge checks the merged weights for NaN before replacing the base weights.
         model = peft_model.merge_and_unload(safe_merge=True).eval()
-        diffs.append(float((before - _logits(model, ids)).abs().max()))
+        diffs.append(float((before - probe_logits(model, ids)).abs().max()))
     return model, diffs
 
 

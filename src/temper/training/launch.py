@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from temper.config.sections import DistCfg
+from temper.config.dist import DistCfg
 from temper.errors import ConfigError, TemperError, first_line
 
 if TYPE_CHECKING:

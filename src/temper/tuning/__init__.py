@@ -42,6 +42,13 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     target: str | list[str] = "all-linear" if cfg.lora_target == ["all-linear"] else list(cfg.lora_target)
+    if cfg.use_llama_pro and target == "all-linear":  # peft picks layers only from a list of names
+        import torch
+
+        first = decoder_layers(model)[0]
+        target = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in first.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     if isinstance(target, list):
         unknown = [t for t in target if t not in names]
@@ -66,6 +73,9 @@ def _lora(model: Any, cfg: TuneCfg, modules_to_save: list[str] | None) -> Any:
         use_dora=cfg.use_dora,
         init_lora_weights=_pissa_init(cfg) if cfg.pissa_init else True,  # type: ignore[arg-type]
         modules_to_save=modules_to_save,
+        layers_to_transform=llama_pro_layers(model, cfg.freeze_trainable_layers)
+        if cfg.use_llama_pro
+        else None,
         task_type=task,
         # A trained copy of a tied embedding must stay tied to the head, or the head keeps the old weights
         # (and a merge or GGUF export would write two different matrices for one).
@@ -168,7 +178,7 @@ def adapter_differences(saved: Any, cfg: TuneCfg) -> list[str]:
     return out
 
 
-def _decoder_layers(model: Any) -> Any:
+def decoder_layers(model: Any) -> Any:
     for attr in (
         "model.layers",
         "model.decoder.layers",
@@ -192,7 +202,7 @@ def _decoder_layers(model: Any) -> Any:
 def _freeze(model: Any, cfg: TuneCfg, keep: list[str]) -> None:
     """LLaMA-Factory's freeze tuning: the last N layers train (the first -N when negative), all of them or the
     named parts (`freeze_trainable_modules`), plus named modules outside the layers (`freeze_extra_modules`)."""
-    layers = list(_decoder_layers(model))
+    layers = list(decoder_layers(model))
     n = cfg.freeze_trainable_layers
     if not (0 < abs(n) <= len(layers) or (n == 0 and cfg.freeze_extra_modules)):
         raise ConfigError(
@@ -213,7 +223,10 @@ def _freeze(model: Any, cfg: TuneCfg, keep: list[str]) -> None:
     _check_names(cfg.freeze_extra_modules, outside, "freeze_extra_modules")
     for p in model.parameters():
         p.requires_grad_(False)
-    for layer in layers[-n:] if n > 0 else layers[:-n]:
+    chosen = layers[-n:] if n > 0 else layers[:-n]
+    if cfg.use_llama_pro:
+        chosen = [layers[i] for i in llama_pro_layers(model, n)]
+    for layer in chosen:
         for name, param in layer.named_parameters():
             if "all" in parts or any(name.startswith(p + ".") for p in parts):
                 param.requires_grad_(True)
@@ -223,6 +236,34 @@ def _freeze(model: Any, cfg: TuneCfg, keep: list[str]) -> None:
     for name, module in model.named_modules():
         if any(name.endswith(k) for k in keep):
             module.requires_grad_(True)
+
+
+def llama_pro_layers(model: Any, n: int) -> list[int]:
+    """LLaMA Pro's trainable layers, as LLaMA-Factory picks them: the last of every num_layers / n, which is where
+    `temper export --expand-blocks n` (and LLaMA-Factory's llama_pro.py) inserted them. A model that expansion
+    wrote records the inserted layers: they must be these."""
+    import json
+
+    total = len(decoder_layers(model))
+    manifest = Path(str(getattr(model, "name_or_path", ""))) / "temper_export.json"
+    recorded = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    inserted = recorded.get("expanded_layers") if recorded.get("method") == "expand" else None
+    ids = list(range(total // n - 1, total, total // n)) if n > 0 and total % n == 0 else None
+    if ids is None or (inserted is not None and inserted != ids):
+        picks = f"trains layers {ids}" if ids else f"needs N to divide the model's {total} layers"
+        raise ConfigError(
+            f"use_llama_pro with freeze_trainable_layers {n}: LLaMA Pro trains the last of every num_layers / N "
+            f"layers, where the expansion inserted them, and {picks}"
+            + (f"; this model's expansion inserted {inserted}." if inserted else "."),
+            hint="Pass --freeze-trainable-layers "
+            + (
+                f"{recorded.get('num_expand')}."
+                if inserted
+                else "N, the N of `temper export --expand-blocks N`."
+            ),
+            key="freeze_trainable_layers",
+        )
+    return ids
 
 
 def _outside_layers(model: Any, layers: list[Any]) -> dict[str, list[Any]]:
