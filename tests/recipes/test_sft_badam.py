@@ -15,7 +15,7 @@ from temper.config import SFTConfig
 from temper.config.sections import SFTTrainCfg
 from temper.errors import ConfigError
 from temper.recipes.sft import train_sft
-from temper.training.badam import BAdam
+from temper.training.badam import BAdam, describe
 from temper.training.preflight import check_trainer_names
 
 pytest.importorskip("badam")
@@ -108,3 +108,21 @@ def test_badam_is_checked_before_anything_loads() -> None:
                         ("ratio=0.1", "optim badam takes switch_interval=..., switch_mode=...")):  # fmt: skip
         with pytest.raises(ConfigError, match=match):
             check_trainer_names(SFTTrainCfg(optim="badam", trainer_args={"optim_args": args}), "full")
+    # across processes: refused before the launch (one message, not one per worker)
+    from temper.config import DistCfg
+    from temper.training.launch import launch
+
+    with pytest.raises(
+        ConfigError, match="badam with 2 processes: BAdam switches which weights take gradients"
+    ):
+        launch("sft", ["--nproc", "2"], DistCfg(nproc=2), "badam")
+    with pytest.raises(ConfigError, match="muon under deepspeed"):
+        launch("sft", ["--nproc", "2"], DistCfg(nproc=2, deepspeed="zero2"), "muon")
+    # what the run says: the switching, and what fp32 weights and compiling cost
+    settings = {"switch_interval": 50, "switch_mode": "ascending", "start_block": -1, "verbose": 0}
+    line = describe(settings, 30, "fp32", compiled=True)
+    assert line.startswith(
+        "optim badam: one of 30 decoder layers trains at a time (ascending, switching every 50"
+    )
+    assert "fp32 weights" in line and "every switch recompiles" in line
+    assert "recompiles" not in describe(settings, 30, "bf16") and "fp32" not in describe(settings, 30, "bf16")

@@ -115,6 +115,7 @@ def test_muon_is_checked_before_anything_loads_and_refused_when_sharded() -> Non
     check_trainer_names(SFTTrainCfg(optim="muon"), "lora")
     args: Any = types.SimpleNamespace(
         learning_rate=1e-3,
+        world_size=1,
         weight_decay=0.0,
         adam_beta1=0.9,
         adam_beta2=0.999,

@@ -29,7 +29,7 @@ def run_verb(verb: str, raw: Sequence[str]) -> int:
     yaml_path, overrides = split_config_arg(raw)
     cfg = PreferenceConfig.for_verb(verb, yaml_path, overrides)
     if needs_launch(cfg.dist):
-        return launch(verb, raw, cfg.dist)
+        return launch(verb, raw, cfg.dist, cfg.train.optim)
     from temper.recipes.preference import train_rlhf
 
     train_rlhf(cfg)

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     yaml_path, overrides = split_config_arg(raw)
     cfg = SFTConfig.from_sources(yaml_path, overrides)
     if needs_launch(cfg.dist):
-        return launch("sft", raw, cfg.dist)
+        return launch("sft", raw, cfg.dist, cfg.train.optim)
     from temper.recipes.sft import train_sft
 
     train_sft(cfg)

@@ -180,7 +180,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         optim = f"; optim muon: Muon steps {len(muon)} matrices, AdamW the other {len(rest)} tensors"
     elif cfg.train.optim == "badam":
         settings = optim_settings("badam", cfg.train.trainer_args.get("optim_args"))
-        optim = "; " + badam.describe(settings, unwrap_model(model).config.num_hidden_layers, dtype_name)
+        layers = unwrap_model(model).config.num_hidden_layers
+        optim = "; " + badam.describe(settings, layers, dtype_name, cfg.train.torch_compile)
     _say(
         state,
         f"[bold]batch[/] global {global_batch} = {cfg.train.per_device_train_batch_size} per device x "

@@ -111,8 +111,9 @@ class BAdam(torch.optim.Optimizer):
         block.global_step = state_dict["global_step"]
 
 
-def describe(settings: dict[str, Any], layers: int, dtype: str) -> str:
-    """The run's line for BAdam: which blocks train, how often they change, what fp32 weights cost."""
+def describe(settings: dict[str, Any], layers: int, dtype: str, compiled: bool = False) -> str:
+    """The run's line for BAdam: which blocks train, how often they change, what fp32 weights and compiling
+    cost."""
     interval = settings["switch_interval"]
     every = "never switching" if interval < 0 else f"switching every {interval} steps"
     line = (
@@ -121,4 +122,6 @@ def describe(settings: dict[str, Any], layers: int, dtype: str) -> str:
     )
     if dtype == "fp32":
         line += " (fp32 weights: BAdam saves the most over bf16 ones, with only the active layer in fp32)"
+    if compiled:  # torch.compile guards on requires_grad: the layers that change state compile again
+        line += "; warning: with --torch-compile every switch recompiles the two layers it changes"
     return line

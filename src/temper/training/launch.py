@@ -87,12 +87,13 @@ def torchrun_command(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> list[
     ]
 
 
-def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
+def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg, optim: str = "adamw_torch") -> int:
     """Run the verb under torch's elastic launcher and return its exit status (non-zero if any worker failed).
 
     The launcher runs in this process (torchrun's own `run`, on torchrun's own arguments) rather than as a
     `python -m torch.distributed.run` child, so that a worker's failure ends with one summary line instead of
-    the launcher's traceback and table: the worker has already printed its error.
+    the launcher's traceback and table: the worker has already printed its error. `optim`: the run's optimizer,
+    checked first (temper's BAdam trains in one process, its Muon unsharded).
     """
     from torch.distributed import DistError
     from torch.distributed.elastic.multiprocessing import SignalException
@@ -101,6 +102,10 @@ def launch(verb: str, raw_argv: Sequence[str], dist: DistCfg) -> int:
 
     if dist.distributed == "fsdp" and not dist.deepspeed:
         check_fsdp_device()  # here too, so that one process says it, not every worker
+    sharding = "deepspeed" if dist.deepspeed else "fsdp" if dist.distributed == "fsdp" else None
+    from temper.training.optimizers import check_processes
+
+    check_processes(optim, dist.nproc * dist.nnodes, sharding)
     cmd = torchrun_command(verb, raw_argv, dist)
     print(f"launching {dist.nproc} x {dist.nnodes} processes: {' '.join(cmd[1:])}", file=sys.stderr)
     # Each worker gets an equal share of the cores instead of all of them (oversubscription is slower).

@@ -179,25 +179,34 @@ def build(name: str, model: Any, args: Any, sharding: str | None, decay: set[str
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         return adam_mini(model, args, sharding == "fsdp" or is_deepspeed_zero3_enabled())
-    if name == "badam" and (sharding is not None or args.world_size > 1):
-        raise ConfigError(
-            f"optim: badam with {args.world_size} processes: BAdam switches which weights take gradients every "
-            "few steps, and DDP, FSDP and DeepSpeed fix them when they wrap the model.",
-            hint="Train BAdam in one process (it is made for one GPU), or use AdamW across processes.",
-            key="optim",
-        )
+    check_processes(name, args.world_size, sharding)
     if name == "badam":
         from temper.training.badam import BAdam
 
         return BAdam(model, args, decay, optim_settings(name, args.optim_args))
-    if sharding is not None:
+    return MuonAdamW(model, args)
+
+
+def check_processes(optim: str, processes: int, sharding: str | None) -> None:
+    """What temper's optimizers cannot do across processes: BAdam any of it (it switches which weights take
+    gradients, and DDP, FSDP and DeepSpeed fix them when they wrap the model), Muon sharded (it orthogonalises
+    whole matrices, and FSDP and DeepSpeed hand the optimizer flattened shards). Checked before a launch
+    (`--nproc`, `--distributed`, `--deepspeed`) and again when the optimizer is built (a launcher of the user's)."""
+    if optim == "badam" and (processes > 1 or sharding is not None):
+        raise ConfigError(
+            f"optim: badam with {processes} processes{f' under {sharding}' if sharding else ''}: BAdam switches "
+            "which weights take gradients every few steps, and DDP, FSDP and DeepSpeed fix them when they wrap "
+            "the model.",
+            hint="Train BAdam in one process (it is made for one GPU), or use AdamW across processes.",
+            key="optim",
+        )
+    if optim == "muon" and sharding is not None:
         raise ConfigError(
             f"optim: muon under {sharding}: Muon orthogonalises each weight matrix whole, and {sharding} hands "
             "the optimizer flattened shards of them.",
             hint="Train Muon with plain DDP (--nproc N without --distributed fsdp or --deepspeed), or use AdamW.",
             key="optim",
         )
-    return MuonAdamW(model, args)
 
 
 def adam_mini(model: Any, args: Any, sharded: bool) -> Any:
