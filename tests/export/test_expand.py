@@ -112,3 +112,36 @@ def test_llama_pro_settings_are_checked(expanded: Path, tmp_path: Path) -> None:
         {"finetuning_type": "freeze", "use_llama_pro": True, "freeze_trainable_layers": 2}
     )
     assert cfg.tune.use_llama_pro and cfg.tune.freeze_trainable_layers == 2
+
+
+def test_expand_blocks_in_one_run_as_ms_swift_llamapro(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    # ms-swift's train_type llamapro: the layers go in as the model loads, only they train, and the run saves
+    # the expanded model; a crashed run expands again and resumes the same curve
+    from test_sft_optimizers import crash_and_resume
+
+    cfg = SFTConfig.from_sources(None, ["--train_type", "llamapro", "--llamapro_num_new_blocks", "2"])
+    assert (cfg.tune.tuning, cfg.tune.expand_blocks) == ("freeze", 2)
+    with pytest.raises(ConfigError, match="llamapro_num_groups 1 with llamapro_num_new_blocks 2"):
+        SFTConfig.from_dict(
+            {"train_type": "llamapro", "llamapro_num_new_blocks": 2, "llamapro_num_groups": 1}
+        )
+    with pytest.raises(
+        ConfigError, match="expand_blocks: 2 inserted layers train in full, with tuning freeze"
+    ):
+        SFTConfig.from_dict({"tuning": "lora", "expand_blocks": 2})
+    data = write_rows(tmp_path / "rows.jsonl")
+    common = ("--tuning", "freeze", "--expand-blocks", "2", "--max-steps", "5", "--save-steps", "3")
+    want, got = crash_and_resume(tiny_llama_dir, data, tmp_path, common, crash_at=4)
+    assert [got[s]["loss"] for s in (4, 5)] == pytest.approx([want[s]["loss"] for s in (4, 5)], abs=1e-4)
+    saved = load_file(tmp_path / "straight" / "model.safetensors")
+    assert json.loads((tmp_path / "straight" / "config.json").read_text())["num_hidden_layers"] == 4
+    before = load_file(tiny_llama_dir / "model.safetensors")
+    for name, value in saved.items():  # the source's layers are the source's; the inserted ones trained
+        i = int(name.split(".layers.")[1].split(".")[0]) if ".layers." in name else None
+        if i is None or i % 2 == 0:
+            source = name if i is None else name.replace(f".layers.{i}.", f".layers.{i // 2}.")
+            assert torch.equal(value, before[source]), name
+    assert not torch.equal(saved["model.layers.1.self_attn.o_proj.weight"], torch.zeros_like(before[
+        "model.layers.0.self_attn.o_proj.weight"]))  # fmt: skip
+    model, _ = load_causal_lm(str(tmp_path / "straight"), dtype="fp32")  # the run dir loads on its own
+    assert model.config.num_hidden_layers == 4

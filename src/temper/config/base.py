@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from temper.config.foreign import trainer_field, translate, whole_config_keys
+from temper.config.foreign import trainer_field, translate
 from temper.config.optim_keys import optimizer_keys
+from temper.config.peer_combos import whole_config_keys
 from temper.errors import ConfigError
 
 T = TypeVar("T")

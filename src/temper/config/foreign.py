@@ -16,7 +16,6 @@ Everything else that is not a field is still an unknown key with the closest val
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 from temper.errors import ConfigError
@@ -163,7 +162,7 @@ KERNELS = ("use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "use_liger_ke
            "use_cce")  # fmt: skip
 # Settings of methods that are off or not in temper: named and ignored (on, use_galore, use_apollo and use_badam are
 # translated by config/optim_keys.py before this module sees their keys).
-METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_")
+METHOD_SETTINGS = ("galore_", "apollo_", "badam_", "ray_", "llamapro_")
 
 
 def _pref_loss(loss: str, verb: str, source: str) -> tuple[str | None, Any, str | None]:
@@ -243,35 +242,6 @@ VALUE_MAPS: dict[str, tuple[str, dict[str, str], str]] = {
 def is_true(value: Any) -> bool:
     """A peer's boolean as YAML or a command line gives it (true, 1, yes)."""
     return str(value).strip().lower() in ("true", "1", "yes")
-
-
-def whole_config_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(values with the peer keys that depend on other keys, or stand for two temper keys, rewritten; notes).
-
-    `translate` reads one key at a time; these need the whole config:
-    - ms-swift's stopping_strategy is read only together with interleave_prob: without it, ms-swift concatenates
-      its datasets, whatever stopping_strategy says (and every ms-swift args.json has one, first_exhausted by
-      default). Translated on its own it would make temper interleave where ms-swift does not.
-    - ms-swift's init_weights: pissa (the full SVD) or pissa_niter_N (a fast SVD of N iterations), peft's
-      spellings, are temper's pissa_init with pissa_iter -1 or N.
-    """
-    out = dict(values)
-    norm = {k.replace("-", "_"): k for k in out}
-    # An args.json lists every option, unset ones as null: only a value that is there counts.
-    given = {n for n, k in norm.items() if out[k] not in (None, "None", "", [])}
-    notes: list[str] = []
-    if "stopping_strategy" in given and not given & {"interleave_prob", "interleave_probs", "mix_strategy"}:
-        value = out.pop(norm["stopping_strategy"])
-        notes.append(
-            f"ignored: stopping_strategy {value} (ms-swift applies it only with interleave_prob; without, the "
-            "datasets are concatenated)"
-        )
-    if "init_weights" in given:
-        pissa = re.fullmatch(r"pissa(?:_niter_(\d+))?", str(out[norm["init_weights"]]).strip().lower())
-        if pissa:
-            del out[norm["init_weights"]]
-            out["pissa_init"], out["pissa_iter"] = True, int(pissa.group(1)) if pissa.group(1) else -1
-    return out, notes
 
 
 def translate(key: str, value: Any, verb: str, source: str) -> tuple[str | None, Any, str | None]:

@@ -176,6 +176,11 @@ class TuneCfg:
         help="LLaMA Pro: only the layers `temper export --expand-blocks N` inserted train (freeze: in full; lora: "
         "their adapters); freeze_trainable_layers is N",
     )
+    expand_blocks: int = field(
+        0,
+        help="LLaMA Pro in one run (ms-swift's train_type llamapro): insert N pass-through layers as the model "
+        "loads and train only them (with tuning freeze; the run saves the expanded model)",
+    )
     additional_target: list[str] = field(
         [],
         help="with tuning=lora: modules trained in full and saved in the adapter (e.g. embed_tokens,lm_head); "
@@ -215,6 +220,15 @@ class TuneCfg:
                 key="pissa_init",
             )
         check_range("pissa_iter", self.pissa_iter, -1, None)
+        check_range("expand_blocks", self.expand_blocks, 0, None)
+        if self.expand_blocks and self.tuning != "freeze":
+            raise ConfigError(
+                f"expand_blocks: {self.expand_blocks} inserted layers train in full, with tuning freeze; tuning is "
+                f"{self.tuning}.",
+                hint="Pass --tuning freeze (the other layers stay frozen), or expand first with `temper export "
+                "--expand-blocks N` and train that model with --use-llama-pro true.",
+                key="expand_blocks",
+            )
         if self.use_llama_pro and self.tuning == "full":
             raise ConfigError(
                 "use_llama_pro: LLaMA Pro trains the inserted layers only, and tuning full trains every layer.",

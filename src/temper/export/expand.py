@@ -59,24 +59,10 @@ def expand_blocks(
     ref = as_ref(source)
     src = load_source(ref, dtype="fp32")  # expand in fp32: the parity check below is exact there
     model, tok = src.model, src.tokenizer
-    layers = list(decoder_layers(model))
-    n = len(layers)
-    if num_expand < 1 or n % num_expand:
-        divisors = [d for d in range(1, n + 1) if n % d == 0]
-        raise ConfigError(
-            f"--expand-blocks {num_expand}: {src.info['source']} has {n} layers, and the inserted layers go one "
-            "after every num_layers / N, so N must divide the layer count.",
-            hint=f"Use one of {', '.join(map(str, divisors))}.",
-            key="expand_blocks",
-        )
+    n = len(decoder_layers(model))
     ids = probe_ids(tok)
     before = probe_logits(model, ids)
-    stride, grown = n // num_expand, []
-    for i, layer in enumerate(layers):
-        grown.append(layer)
-        if (i + 1) % stride == 0:
-            grown.append(_passthrough_copy(layer, src.info["source"]))
-    _replace_layers(model, grown, n, stride)
+    inserted = insert_passthrough_layers(model, num_expand, src.info["source"])
     diff = float((probe_logits(model, ids) - before).abs().max())
     if diff > tolerance:
         raise TemperError(
@@ -94,8 +80,30 @@ def expand_blocks(
     }
     return write_export_manifest(
         out, "expand", info, files, dtype=saved, num_expand=num_expand, source_layers=n,
-        expanded_layers=expanded_ids(n, num_expand),
+        expanded_layers=inserted,
     )  # fmt: skip
+
+
+def insert_passthrough_layers(model: Any, num_expand: int, name: str) -> list[int]:
+    """Insert `num_expand` pass-through layers into `model` in place (one after every layers / num_expand, each
+    a copy of the layer before it with its output projections zeroed); returns their indices."""
+    layers = list(decoder_layers(model))
+    n = len(layers)
+    if num_expand < 1 or n % num_expand:
+        divisors = [d for d in range(1, n + 1) if n % d == 0]
+        raise ConfigError(
+            f"expand_blocks {num_expand}: {name} has {n} layers, and the inserted layers go one after every "
+            "num_layers / N, so N must divide the layer count.",
+            hint=f"Use one of {', '.join(map(str, divisors))}.",
+            key="expand_blocks",
+        )
+    stride, grown = n // num_expand, []
+    for i, layer in enumerate(layers):
+        grown.append(layer)
+        if (i + 1) % stride == 0:
+            grown.append(_passthrough_copy(layer, name))
+    _replace_layers(model, grown, n, stride)
+    return expanded_ids(n, num_expand)
 
 
 def _passthrough_copy(layer: torch.nn.Module, source: str) -> torch.nn.Module:

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from functools import partial
@@ -19,7 +20,7 @@ import torch
 from accelerate import PartialState
 from rich.console import Console
 
-from temper.config import SFTConfig
+from temper.config import SFTConfig, TuneCfg
 from temper.data.collate import (
     PackedCollator,
     PadCollator,
@@ -34,6 +35,7 @@ from temper.data.mix import mix_note
 from temper.data.templates import inherited_system_note, prepare_tokenizer
 from temper.data.tokenize import EncodeStats, encode_dataset
 from temper.errors import ConfigError
+from temper.export.expand import insert_passthrough_layers
 from temper.models.attention import NAME as ATTENTION
 from temper.models.dtype import pick_dtype
 from temper.models.load import load_causal_lm, resolve_model
@@ -159,7 +161,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if continues:
         _say(state, _continue_line(ref, model, cfg))
     else:
-        model = apply_tuning(model, cfg.tune)
+        model = apply_tuning(model, _expand(model, cfg.tune, ref.name, state))
         if cfg.tune.pissa_init and state.is_main_process:
             save_pissa_start(model, run_dir)
     if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
@@ -357,3 +359,16 @@ def _report_end(result: TrainResult) -> None:
         f"  run dir: {result.run_dir}  (config.yaml, temper_run.json, metrics.jsonl, loss.png, weights, tokenizer)\n"
         f"  next:    temper chat {result.run_dir}"
     )
+
+
+def _expand(model: Any, tune: TuneCfg, name: str, state: PartialState) -> TuneCfg:
+    """LLaMA Pro in one run (`expand_blocks`, ms-swift's train_type llamapro): the pass-through layers go in
+    before tuning picks what trains, and tuning then trains only them."""
+    if not tune.expand_blocks:
+        return tune
+    inserted = insert_passthrough_layers(unwrap_model(model), tune.expand_blocks, name)
+    _say(
+        state,
+        f"[bold]LLaMA Pro[/] {len(inserted)} pass-through layers inserted at {inserted}; only they train",
+    )
+    return dataclasses.replace(tune, use_llama_pro=True, freeze_trainable_layers=tune.expand_blocks)
