@@ -309,8 +309,10 @@ def test_trainer_options_temper_sets_itself_are_named_or_refused() -> None:
     assert cfg.train.gradient_checkpointing and cfg.train.trainer_args == {"save_strategy": "epoch"}
     assert [n.split(" ")[1] for n in cfg.notes[:2]] == ["disable_tqdm", "hub_model_id"]
     assert cfg.notes[2:] == ["passed to the Trainer as given: save_strategy"]
-    for key, value, says in (("label_smoothing_factor", 0.1, "compute the loss themselves"),
-                             ("remove_unused_columns", True, "no column is ever removed"),
+    assert SFTConfig.from_dict({"label_smoothing_factor": 0.1}).train.label_smoothing_factor == 0.1  # sft's own
+    with pytest.raises(ConfigError, match="compute the loss themselves"):
+        PreferenceConfig.from_dict({"label_smoothing_factor": 0.1})  # DPO's is label_smoothing
+    for key, value, says in (("remove_unused_columns", True, "no column is ever removed"),
                              ("fsdp", "full_shard auto_wrap", "launches FSDP itself"),
                              ("push_to_hub", True, "never uploads")):  # fmt: skip
         with pytest.raises(ConfigError, match=says):

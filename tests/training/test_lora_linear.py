@@ -13,7 +13,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from transformers import AutoModelForCausalLM
 
-from temper.config.sections import TuneCfg
+from temper.config.tune import TuneCfg
 from temper.tuning import apply_tuning
 from temper.tuning.lora_linear import LoraLinear
 

@@ -157,9 +157,11 @@ def test_a_model_without_a_separate_decoder_gives_the_same_hidden_states(
     assert hooked.shape == (*batch["input_ids"].shape, model.config.hidden_size)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("dtype", "smoothing"), [(torch.float32, 0.0), (torch.bfloat16, 0.0), (torch.bfloat16, 0.1)]
+)
 def test_chunked_head_loss_and_gradients_equal_the_plain_path(
-    tiny_llama_dir: Path, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+    tiny_llama_dir: Path, dtype: torch.dtype, smoothing: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A frozen head takes head_ce's chunked path; its loss and gradients are the plain path's, across several
     chunks and a remainder chunk, in fp32 and in the bf16-base + fp32-adapter + autocast setting of training."""
@@ -185,9 +187,11 @@ def test_chunked_head_loss_and_gradients_equal_the_plain_path(
             rows, targets = hidden[:, :-1][keep], batch["labels"][:, 1:][keep]
             assert head_ce.fused_head_ok(lm, rows)
             if path == "chunked":
-                loss = head_ce.head_cross_entropy_sum(lm, rows, targets)
+                loss = head_ce.head_cross_entropy_sum(lm, rows, targets, smoothing)
             else:
-                loss = F.cross_entropy(head_logits(lm, rows), targets, reduction="sum")
+                loss = F.cross_entropy(
+                    head_logits(lm, rows), targets, reduction="sum", label_smoothing=smoothing
+                )
         (loss / len(targets)).backward()
         out[path] = (loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad])
     assert len(targets) == 11
@@ -245,3 +249,28 @@ def test_chunked_head_with_no_labelled_rows_gives_zero(tiny_llama_dir: Path) -> 
     assert float(loss.detach()) == 0.0
     loss.backward()
     assert rows.grad is not None and rows.grad.shape == rows.shape
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])  # full: the plain head path; lora: the chunked one
+def test_label_smoothing_equals_the_trainers_label_smoother(tiny_llama_dir: Path, tuning: str) -> None:
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    model = apply_tuning(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32),
+        TuneCfg(tuning=tuning, lora_rank=4),
+    )
+    batch = _batch(model.config.vocab_size)
+    ours, _ = sft_loss(model, batch, label_smoothing=0.1)
+    ours.backward()
+    our_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    theirs = LabelSmoother(epsilon=0.1)(out, batch["labels"], shift_labels=True)
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours.item(), theirs.item())
+    for mine, ref in zip(our_grads, (p.grad for p in model.parameters() if p.requires_grad), strict=True):
+        assert torch.allclose(mine, ref, atol=1e-6, rtol=1e-4)
+    plain, _ = sft_loss(model, batch)
+    assert (
+        abs(float(ours) - float(plain)) > 1e-3
+    )  # smoothing changed the loss, so the match above means something

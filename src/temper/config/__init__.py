@@ -2,7 +2,8 @@
 
 from temper.config.base import ALIASES, ComposedConfig
 from temper.config.dist import DistCfg
-from temper.config.sections import DEFAULT_MODEL, DataCfg, ModelCfg, SFTConfig, TrainCfg, TuneCfg
+from temper.config.sections import DEFAULT_MODEL, DataCfg, ModelCfg, SFTConfig, TrainCfg
+from temper.config.tune import TuneCfg
 
 __all__ = [
     "ALIASES",

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from temper.config.base import ComposedConfig, check_choice, check_range, field
-from temper.config.sections import SAMPLING_UNGROUPED, ModelCfg, TrainCfg, TuneCfg
+from temper.config.sections import SAMPLING_UNGROUPED, ModelCfg, TrainCfg
+from temper.config.tune import TuneCfg
 from temper.errors import ConfigError
 
 ENCODER_DEFAULT_MODEL = "minilm-l6"

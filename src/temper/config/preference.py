@@ -32,9 +32,9 @@ from temper.config.sections import (
     DataCfg,
     ModelCfg,
     TrainCfg,
-    TuneCfg,
     check_data_sizes,
 )
+from temper.config.tune import TuneCfg
 from temper.errors import ConfigError
 
 RLHF_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo", "rm")

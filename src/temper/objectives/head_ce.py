@@ -33,7 +33,12 @@ BLOCK_ROWS = 16
 class _HeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, rows: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, need_grad: bool
+        ctx: Any,
+        rows: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        need_grad: bool,
+        smoothing: float,
     ) -> torch.Tensor:
         n, vocab = rows.shape[0], weight.shape[0]
         n_chunks = max(1, -(-n // max(1, CHUNK_ELEMENTS // vocab)))
@@ -42,6 +47,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
         grad = torch.empty(rows.shape, dtype=weight.dtype, device=rows.device) if need_grad else None
         buf = torch.empty((min(chunk, n), vocab), dtype=weight.dtype, device=rows.device)
         lse = torch.empty(min(chunk, n), dtype=torch.float32, device=rows.device)
+        mean = torch.empty(min(chunk, n), dtype=torch.float32, device=rows.device) if smoothing else None
         for start in range(0, n, chunk):
             y = targets[start : start + chunk]
             m = len(y)
@@ -51,22 +57,32 @@ class _HeadCrossEntropy(torch.autograd.Function):
             for b in range(0, m, BLOCK_ROWS):
                 block = logits[b : b + BLOCK_ROWS]
                 torch.logsumexp(block.float(), dim=-1, out=lse_m[b : b + BLOCK_ROWS])
+                if mean is not None:
+                    torch.mean(block.float(), dim=-1, out=mean[b : b + BLOCK_ROWS])
                 if grad is not None:
                     torch.softmax(block, dim=-1, out=block)  # fp32 inside, rounded once to the head dtype
-            total += (lse_m - logit_y).sum()
+            # label smoothing s: (1 - s) x CE + s x the mean over the vocabulary of -log p = lse - mean(logits)
+            total += (1.0 - smoothing) * (lse_m - logit_y).sum()
+            if mean is not None:
+                total += smoothing * (lse_m - mean[:m]).sum()
             if grad is not None:
-                logits[at] = (torch.exp(logit_y - lse_m) - 1.0).to(weight.dtype)  # softmax - onehot
+                if smoothing:
+                    logits.sub_(smoothing / vocab)  # d/dlogit of s x (lse - mean): s x (softmax - 1/V)
+                # softmax - (1 - s) x onehot - s / V at the target
+                logits[at] = (torch.exp(logit_y - lse_m) - (1.0 - smoothing) - smoothing / vocab).to(
+                    weight.dtype
+                )
                 torch.mm(logits, weight, out=grad[start : start + m])
         ctx.save_for_backward(grad if grad is not None else torch.empty(0))
         ctx.rows_dtype = rows.dtype
         return total
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         (grad,) = ctx.saved_tensors
         # Scaled in the rows' dtype (fp32 hidden states under autocast): 1/tokens would lose bits in bf16.
         dtype = ctx.rows_dtype
-        return grad.to(dtype) * grad_out.to(dtype), None, None, None
+        return grad.to(dtype) * grad_out.to(dtype), None, None, None, None
 
 
 def fused_head_ok(lm: Any, rows: torch.Tensor) -> bool:
@@ -82,8 +98,12 @@ def fused_head_ok(lm: Any, rows: torch.Tensor) -> bool:
     )
 
 
-def head_cross_entropy_sum(lm: Any, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over rows of CE(head(row), target), in fp32; check `fused_head_ok` first."""
+def head_cross_entropy_sum(
+    lm: Any, rows: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Sum over rows of CE(head(row), target), in fp32, with label smoothing `smoothing` (torch's and the
+    Trainer's definition); check `fused_head_ok` first."""
     need_grad = torch.is_grad_enabled() and rows.requires_grad  # eval skips the gradient matmul
-    out: torch.Tensor = _HeadCrossEntropy.apply(rows, lm.get_output_embeddings().weight, targets, need_grad)
+    weight = lm.get_output_embeddings().weight
+    out: torch.Tensor = _HeadCrossEntropy.apply(rows, weight, targets, need_grad, float(smoothing))
     return out

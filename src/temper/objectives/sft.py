@@ -86,6 +86,7 @@ def sft_loss(
     num_items_in_batch: Any = None,
     dft: bool = False,
     accuracy: bool = False,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level CE over positions whose next token is labelled.
 
@@ -94,7 +95,8 @@ def sft_loss(
     With `dft`, each token's CE is weighted by p(token) = exp(-CE), detached (Dynamic Fine-Tuning,
     arXiv 2508.05629, as LLaMA-Factory and ms-swift compute it); the metrics then carry the plain CE too.
     With `accuracy`, evaluation also reports the share of label tokens that are the head's argmax
-    (LLaMA-Factory's compute_accuracy).
+    (LLaMA-Factory's compute_accuracy). `label_smoothing` e: (1 - e) x CE + e x the mean over the vocabulary of
+    -log p, the Trainer's LabelSmoother (and torch's cross_entropy) definition.
     """
     labels = inputs["labels"]
     hidden = final_hidden_states(model, inputs)
@@ -116,9 +118,10 @@ def sft_loss(
         plain = float(ce.detach().sum() / n_tokens.clamp(min=1))
         return (ce * torch.exp(-ce.detach())).sum() / denom, {**metrics, "ce_loss": plain}
     if fused_head_ok(lm, rows):  # a frozen head: chunked, gradient in the forward pass (head_ce.py)
-        loss_sum = head_cross_entropy_sum(lm, rows, targets)
+        loss_sum = head_cross_entropy_sum(lm, rows, targets, label_smoothing)
     else:
-        loss_sum = F.cross_entropy(head_logits(lm, rows), targets, reduction="sum")
+        logits = head_logits(lm, rows)
+        loss_sum = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
     loss = loss_sum / denom
     return loss, metrics
 

@@ -216,7 +216,12 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         cfg=cfg.train,
         tune=cfg.tune,
         run_dir=run_dir,
-        loss_fn=partial(sft_loss, dft=cfg.train.use_dft_loss, accuracy=cfg.train.compute_accuracy),
+        loss_fn=partial(
+            sft_loss,
+            dft=cfg.train.use_dft_loss,
+            accuracy=cfg.train.compute_accuracy,
+            label_smoothing=cfg.train.label_smoothing_factor,
+        ),
         sampling=sampling,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
         callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-from temper.config.sections import TrainCfg, TuneCfg
+from temper.config.sections import TrainCfg
+from temper.config.tune import TuneCfg
 from temper.errors import ConfigError
 from temper.models.compile import compile_blocks
 from temper.models.dtype import bf16_supported

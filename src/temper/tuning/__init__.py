@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from temper.config.sections import TuneCfg
+from temper.config.tune import TuneCfg
 from temper.errors import ConfigError
 
 
