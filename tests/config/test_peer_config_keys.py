@@ -298,6 +298,10 @@ def test_llamafactory_method_sections_of_its_extras_examples_read() -> None:
     assert [n.split(" ")[1] for n in pissa.notes] == ["pissa_convert"]
     assert SFTConfig.from_dict({"loraplus_lr_ratio": 16.0}).tune.loraplus_lr_ratio == 16.0
     assert SFTConfig.from_dict({"finetuning_type": "full", "use_dft_loss": True}).train.use_dft_loss
+    eaft = SFTConfig.from_dict({"finetuning_type": "full", "use_eaft_loss": True, "eaft_alpha": 0.5})
+    assert eaft.train.use_eaft_loss and eaft.train.eaft_alpha == 0.5
+    with pytest.raises(ConfigError, match="use_dft_loss and use_eaft_loss: each reshapes the per-token loss"):
+        SFTConfig.from_dict({"use_dft_loss": True, "use_eaft_loss": True})
     pro = SFTConfig.from_dict({"finetuning_type": "freeze", "freeze_trainable_layers": 8,
                                "freeze_trainable_modules": "all", "use_llama_pro": True})  # fmt: skip
     assert pro.tune.use_llama_pro and pro.tune.freeze_trainable_layers == 8
@@ -309,7 +313,9 @@ def test_trainer_options_temper_sets_itself_are_named_or_refused() -> None:
     assert cfg.train.gradient_checkpointing and cfg.train.trainer_args == {"save_strategy": "epoch"}
     assert [n.split(" ")[1] for n in cfg.notes[:2]] == ["disable_tqdm", "hub_model_id"]
     assert cfg.notes[2:] == ["passed to the Trainer as given: save_strategy"]
-    assert SFTConfig.from_dict({"label_smoothing_factor": 0.1}).train.label_smoothing_factor == 0.1  # sft's own
+    assert (
+        SFTConfig.from_dict({"label_smoothing_factor": 0.1}).train.label_smoothing_factor == 0.1
+    )  # sft's own
     with pytest.raises(ConfigError, match="compute the loss themselves"):
         PreferenceConfig.from_dict({"label_smoothing_factor": 0.1})  # DPO's is label_smoothing
     for key, value, says in (("remove_unused_columns", True, "no column is ever removed"),

@@ -274,3 +274,30 @@ def test_label_smoothing_equals_the_trainers_label_smoother(tiny_llama_dir: Path
     assert (
         abs(float(ours) - float(plain)) > 1e-3
     )  # smoothing changed the loss, so the match above means something
+
+
+def test_eaft_weights_each_token_loss_by_its_top20_entropy(tiny_llama_dir: Path) -> None:
+    """EAFT as LLaMA-Factory's eaft_loss_func computes it from the full logits: each token's CE times
+    (H / 3) ** alpha, H the entropy of the 20 largest probabilities renormalised, detached."""
+    model = apply_tuning(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32), TuneCfg(lora_rank=4)
+    )
+    batch = _batch(model.config.vocab_size)
+    eaft, metrics = sft_loss(model, batch, eaft_alpha=0.5)
+    eaft.backward()
+    ours = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets.ne(-100)
+    ce = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="none")
+    with torch.no_grad():
+        p_top = torch.softmax(torch.sort(logits[keep], dim=-1, descending=True).values[:, :20], dim=-1)
+        weight = (-(p_top * p_top.log()).sum(-1) / 3.0) ** 0.5
+    expected = (ce * weight).mean()
+    expected.backward()
+    theirs = [p.grad for p in model.parameters() if p.requires_grad]
+    assert torch.allclose(eaft, expected, atol=1e-6)
+    assert not torch.allclose(eaft, ce.mean(), atol=1e-3)  # the weights matter
+    assert metrics["ce_loss"] == pytest.approx(ce.mean().item(), abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, theirs, strict=True))

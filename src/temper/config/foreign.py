@@ -122,7 +122,6 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
         "init_weights: pissa or pissa_niter_N is temper's PiSSA (pissa_init: true, pissa_iter: -1 or N)",
     ),
     "lora_bias": (("none", "false"), "temper's LoRA layers have no bias of their own", ""),
-    "use_eaft_loss": (("false",), "the EAFT loss is not in temper", "DFT is: use_dft_loss: true"),
     "mixture_of_depths": (("none", "false"), "Mixture-of-Depths conversion is not in temper", ""),
     "use_ray": (("false",), "temper launches with torchrun, not Ray", "Train on N processes with --nproc N"),
     "pref_bco_weight": (("0", "0.0"), "the BCO term of LLaMA-Factory's DPO is not in temper", ""),

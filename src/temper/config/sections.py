@@ -294,6 +294,12 @@ class SFTTrainCfg(TrainCfg):
         False,
         help="evaluation also reports eval_accuracy: the share of label tokens the model predicts (argmax)",
     )
+    use_eaft_loss: bool = field(
+        False,
+        help="EAFT (entropy-aware fine-tuning): each label token's loss weighted by (the entropy of the model's "
+        "top-20 next-token probabilities / 3) ** eaft_alpha, not differentiated; LLaMA-Factory's use_eaft_loss",
+    )
+    eaft_alpha: float = field(1.0, help="EAFT: the power of its weight")
     label_smoothing_factor: float = field(
         0.0,
         help="label smoothing e of the loss: (1 - e) x CE + e x the mean over the vocabulary of -log p (the "
@@ -303,12 +309,12 @@ class SFTTrainCfg(TrainCfg):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("label_smoothing_factor", self.label_smoothing_factor, 0, 1)
-        if self.label_smoothing_factor and self.use_dft_loss:
+        chosen = [k for k in ("use_dft_loss", "use_eaft_loss", "label_smoothing_factor") if getattr(self, k)]
+        if len(chosen) > 1:
             raise ConfigError(
-                "label_smoothing_factor with use_dft_loss: DFT weights each token's plain CE by its probability; "
-                "temper does not combine it with smoothing.",
+                f"{' and '.join(chosen)}: each reshapes the per-token loss its own way; temper does not combine them.",
                 hint="Use one of them.",
-                key="label_smoothing_factor",
+                key=chosen[-1],
             )
 
 

@@ -87,6 +87,7 @@ def sft_loss(
     dft: bool = False,
     accuracy: bool = False,
     label_smoothing: float = 0.0,
+    eaft_alpha: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level CE over positions whose next token is labelled.
 
@@ -96,7 +97,9 @@ def sft_loss(
     arXiv 2508.05629, as LLaMA-Factory and ms-swift compute it); the metrics then carry the plain CE too.
     With `accuracy`, evaluation also reports the share of label tokens that are the head's argmax
     (LLaMA-Factory's compute_accuracy). `label_smoothing` e: (1 - e) x CE + e x the mean over the vocabulary of
-    -log p, the Trainer's LabelSmoother (and torch's cross_entropy) definition.
+    -log p, the Trainer's LabelSmoother (and torch's cross_entropy) definition. With `eaft_alpha` a (EAFT,
+    entropy-aware fine-tuning, as LLaMA-Factory's use_eaft_loss computes it), each token's CE is weighted by
+    (H / 3) ** a, H the entropy of the model's top-20 next-token probabilities renormalised, detached.
     """
     labels = inputs["labels"]
     hidden = final_hidden_states(model, inputs)
@@ -113,10 +116,14 @@ def sft_loss(
         with torch.no_grad():
             hits = head_logits(lm, rows).argmax(-1).eq(targets).sum()
         metrics["accuracy"] = float(hits / n_tokens.clamp(min=1))
-    if dft:  # per-token weights need per-token losses: the plain head, not the fused sum
-        ce = F.cross_entropy(head_logits(lm, rows), targets, reduction="none")
+    if (
+        dft or eaft_alpha is not None
+    ):  # per-token weights need per-token losses: the plain head, not the fused sum
+        logits = head_logits(lm, rows)
+        ce = F.cross_entropy(logits, targets, reduction="none")
         plain = float(ce.detach().sum() / n_tokens.clamp(min=1))
-        return (ce * torch.exp(-ce.detach())).sum() / denom, {**metrics, "ce_loss": plain}
+        weight = torch.exp(-ce.detach()) if dft else _eaft_weight(logits.detach(), float(eaft_alpha or 0))
+        return (ce * weight).sum() / denom, {**metrics, "ce_loss": plain}
     if fused_head_ok(lm, rows):  # a frozen head: chunked, gradient in the forward pass (head_ce.py)
         loss_sum = head_cross_entropy_sum(lm, rows, targets, label_smoothing)
     else:
@@ -124,6 +131,15 @@ def sft_loss(
         loss_sum = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
     loss = loss_sum / denom
     return loss, metrics
+
+
+def _eaft_weight(logits: torch.Tensor, alpha: float, k: int = 20) -> torch.Tensor:
+    """EAFT's per-token weight: (entropy of the top-k probabilities renormalised / 3) ** alpha (LLaMA-Factory's
+    constants: k 20, the divisor 3, an approximation of the full entropy's scale)."""
+    top = torch.topk(logits.float(), k=min(k, logits.shape[-1]), dim=-1).values
+    log_p = top - torch.logsumexp(top, dim=-1, keepdim=True)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return torch.pow(entropy / 3.0, alpha)
 
 
 def reference_loss(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -221,6 +221,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
             dft=cfg.train.use_dft_loss,
             accuracy=cfg.train.compute_accuracy,
             label_smoothing=cfg.train.label_smoothing_factor,
+            eaft_alpha=cfg.train.eaft_alpha if cfg.train.use_eaft_loss else None,
         ),
         sampling=sampling,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
