@@ -300,6 +300,8 @@ def test_llamafactory_method_sections_of_its_extras_examples_read() -> None:
     assert SFTConfig.from_dict({"finetuning_type": "full", "use_dft_loss": True}).train.use_dft_loss
     eaft = SFTConfig.from_dict({"finetuning_type": "full", "use_eaft_loss": True, "eaft_alpha": 0.5})
     assert eaft.train.use_eaft_loss and eaft.train.eaft_alpha == 0.5
+    asft = SFTConfig.from_dict({"use_asft_loss": True, "asft_alpha": 0.2})
+    assert asft.train.use_asft_loss and asft.train.asft_alpha == 0.2
     with pytest.raises(ConfigError, match="use_dft_loss and use_eaft_loss: each reshapes the per-token loss"):
         SFTConfig.from_dict({"use_dft_loss": True, "use_eaft_loss": True})
     pro = SFTConfig.from_dict({"finetuning_type": "freeze", "freeze_trainable_layers": 8,

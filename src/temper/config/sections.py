@@ -300,6 +300,12 @@ class SFTTrainCfg(TrainCfg):
         "top-20 next-token probabilities / 3) ** eaft_alpha, not differentiated; LLaMA-Factory's use_eaft_loss",
     )
     eaft_alpha: float = field(1.0, help="EAFT: the power of its weight")
+    use_asft_loss: bool = field(
+        False,
+        help="ASFT (anchored SFT): DFT's loss + asft_alpha x KL(starting model || model) at each label token; "
+        "the starting model is a frozen copy (LoRA: the model with its adapters off); LLaMA-Factory's use_asft_loss",
+    )
+    asft_alpha: float = field(0.1, help="ASFT: the weight of its KL term")
     label_smoothing_factor: float = field(
         0.0,
         help="label smoothing e of the loss: (1 - e) x CE + e x the mean over the vocabulary of -log p (the "
@@ -309,7 +315,8 @@ class SFTTrainCfg(TrainCfg):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("label_smoothing_factor", self.label_smoothing_factor, 0, 1)
-        chosen = [k for k in ("use_dft_loss", "use_eaft_loss", "label_smoothing_factor") if getattr(self, k)]
+        losses = ("use_dft_loss", "use_eaft_loss", "use_asft_loss", "label_smoothing_factor")
+        chosen = [k for k in losses if getattr(self, k)]
         if len(chosen) > 1:
             raise ConfigError(
                 f"{' and '.join(chosen)}: each reshapes the per-token loss its own way; temper does not combine them.",

@@ -59,15 +59,15 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 torch.logsumexp(block.float(), dim=-1, out=lse_m[b : b + BLOCK_ROWS])
                 if mean is not None:
                     torch.mean(block.float(), dim=-1, out=mean[b : b + BLOCK_ROWS])
-                if grad is not None:
+                if grad is not None and smoothing:  # d/dlogit of s x (lse - mean) is s x (softmax - 1 / V)
+                    block.copy_(torch.softmax(block.float(), dim=-1).sub_(smoothing / vocab))  # one rounding
+                elif grad is not None:
                     torch.softmax(block, dim=-1, out=block)  # fp32 inside, rounded once to the head dtype
             # label smoothing s: (1 - s) x CE + s x the mean over the vocabulary of -log p = lse - mean(logits)
             total += (1.0 - smoothing) * (lse_m - logit_y).sum()
             if mean is not None:
                 total += smoothing * (lse_m - mean[:m]).sum()
             if grad is not None:
-                if smoothing:
-                    logits.sub_(smoothing / vocab)  # d/dlogit of s x (lse - mean): s x (softmax - 1/V)
                 # softmax - (1 - s) x onehot - s / V at the target
                 logits[at] = (torch.exp(logit_y - lse_m) - (1.0 - smoothing) - smoothing / vocab).to(
                     weight.dtype

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from temper.objectives.reference import reference_model
 from temper.objectives.sft import final_hidden_states, head_logits, unwrap_model
 
 IGNORE_INDEX = -100
@@ -86,21 +87,5 @@ class Reference:
 
     def logps(self, policy: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Summed reference log-probs of every row of `batch` (no gradient)."""
-        with torch.no_grad():
-            if self.model is not None:
-                ref = self.model
-                device = batch["input_ids"].device
-                if next(ref.parameters()).device != device:
-                    ref.to(device)  # the engine moved the policy after we built the reference
-                return forward_logps(ref, batch)[0]
-            peft_model = (
-                policy.module
-                if hasattr(policy, "module") and not hasattr(policy, "disable_adapter")
-                else policy
-            )
-            if not hasattr(peft_model, "disable_adapter"):
-                raise TypeError(
-                    "a reference without a model needs a peft (LoRA) policy to switch adapters off"
-                )
-            with peft_model.disable_adapter():
-                return forward_logps(peft_model, batch)[0]
+        with torch.no_grad(), reference_model(policy, self.model, batch["input_ids"].device) as ref:
+            return forward_logps(ref, batch)[0]

@@ -88,6 +88,8 @@ def sft_loss(
     accuracy: bool = False,
     label_smoothing: float = 0.0,
     eaft_alpha: float | None = None,
+    asft_alpha: float | None = None,
+    reference: Any = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level CE over positions whose next token is labelled.
 
@@ -99,7 +101,10 @@ def sft_loss(
     (LLaMA-Factory's compute_accuracy). `label_smoothing` e: (1 - e) x CE + e x the mean over the vocabulary of
     -log p, the Trainer's LabelSmoother (and torch's cross_entropy) definition. With `eaft_alpha` a (EAFT,
     entropy-aware fine-tuning, as LLaMA-Factory's use_eaft_loss computes it), each token's CE is weighted by
-    (H / 3) ** a, H the entropy of the model's top-20 next-token probabilities renormalised, detached.
+    (H / 3) ** a, H the entropy of the model's top-20 next-token probabilities renormalised, detached. With
+    `asft_alpha` a (ASFT, anchored SFT, as LLaMA-Factory's use_asft_loss): DFT's loss + a x KL(reference || model)
+    over the vocabulary at each label position; the reference is `reference` (a frozen copy of the starting
+    weights) or, for LoRA, the model with its adapters off.
     """
     labels = inputs["labels"]
     hidden = final_hidden_states(model, inputs)
@@ -116,9 +121,9 @@ def sft_loss(
         with torch.no_grad():
             hits = head_logits(lm, rows).argmax(-1).eq(targets).sum()
         metrics["accuracy"] = float(hits / n_tokens.clamp(min=1))
-    if (
-        dft or eaft_alpha is not None
-    ):  # per-token weights need per-token losses: the plain head, not the fused sum
+    if asft_alpha is not None:
+        return _asft(model, inputs, keep, rows, targets, denom, asft_alpha, reference, metrics)
+    if dft or eaft_alpha is not None:  # per-token weights need per-token losses: the plain head
         logits = head_logits(lm, rows)
         ce = F.cross_entropy(logits, targets, reduction="none")
         plain = float(ce.detach().sum() / n_tokens.clamp(min=1))
@@ -131,6 +136,31 @@ def sft_loss(
         loss_sum = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
     loss = loss_sum / denom
     return loss, metrics
+
+
+def _asft(
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    rows: torch.Tensor,
+    targets: torch.Tensor,
+    denom: Any,
+    alpha: float,
+    reference: Any,
+    metrics: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """ASFT: DFT's probability-weighted CE + alpha x KL(reference || model), both summed over label positions."""
+    from temper.objectives.reference import reference_model
+
+    logits = head_logits(unwrap_model(model), rows)
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    with torch.no_grad(), reference_model(model, reference, rows.device) as ref:
+        ref_rows = final_hidden_states(ref, inputs)[:, :-1][keep].float()
+        ref_log_q = F.log_softmax(head_logits(unwrap_model(ref), ref_rows), dim=-1)
+    kl = (ref_log_q.exp() * (ref_log_q - F.log_softmax(logits, dim=-1))).sum(-1)
+    n = max(int(keep.sum()), 1)
+    out = {**metrics, "ce_loss": float(ce.detach().sum()) / n, "kl": float(kl.detach().sum()) / n}
+    return ((ce * torch.exp(-ce.detach())).sum() + alpha * kl.sum()) / denom, out
 
 
 def _eaft_weight(logits: torch.Tensor, alpha: float, k: int = 20) -> torch.Tensor:

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from collections.abc import Sequence
@@ -158,10 +159,14 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     # 4. Tuning: which parameters train.
     if cfg.train.gradient_checkpointing:
         model.config.use_cache = False
+    reference = None  # ASFT's: the starting weights (LoRA: the model with its adapters off, no copy)
     if continues:
         _say(state, _continue_line(ref, model, cfg))
     else:
-        model = apply_tuning(model, _expand(model, cfg.tune, ref.name, state))
+        tune = _expand(model, cfg.tune, ref.name, state)
+        if cfg.train.use_asft_loss and tune.tuning != "lora":
+            reference = copy.deepcopy(model).eval().requires_grad_(False)
+        model = apply_tuning(model, tune)
         if cfg.tune.pissa_init and state.is_main_process:
             save_pissa_start(model, run_dir)
     if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
@@ -222,6 +227,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
             accuracy=cfg.train.compute_accuracy,
             label_smoothing=cfg.train.label_smoothing_factor,
             eaft_alpha=cfg.train.eaft_alpha if cfg.train.use_eaft_loss else None,
+            asft_alpha=cfg.train.asft_alpha if cfg.train.use_asft_loss else None,
+            reference=reference,
         ),
         sampling=sampling,
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
