@@ -224,7 +224,7 @@ def test_validation_rows_from_their_own_files(shared_data: Path) -> None:
 
 
 def test_peer_methods_temper_lacks_are_refused_unless_off() -> None:
-    for key, value in (("rope_scaling", "linear"), ("sequence_parallel_size", 2), ("init_weights", "olora")):
+    for key, value in (("sequence_parallel_size", 2), ("init_weights", "olora")):
         with pytest.raises(ConfigError, match=f"{key}: .*not in temper|{key}: .*temper") as err:
             SFTConfig.from_dict({key: value}, source="lf.yaml")
         assert err.value.hint and key in err.value.hint, key

@@ -38,6 +38,13 @@ class EncoderModelCfg(ModelCfg):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rope_scaling is not None:
+            raise ConfigError(
+                f"rope_scaling: {self.rope_scaling!r} stretches a decoder's rotary positions; classify and embed "
+                "train encoders.",
+                hint="Drop rope_scaling.",
+                key="rope_scaling",
+            )
         if self.adapter is not None:
             raise ConfigError(
                 f"adapter: classify and embed do not start from a separate adapter (got {self.adapter!r}).",

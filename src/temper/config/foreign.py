@@ -85,11 +85,6 @@ UNSUPPORTED: dict[str, tuple[tuple[str, ...], str, str]] = {
         "LongLoRA's shifted sparse attention is not in temper",
         "Train long rows with --gradient-checkpointing",
     ),
-    "rope_scaling": (
-        ("none",),
-        "temper trains a model with the RoPE settings of its config.json",
-        "Set rope_scaling in the model directory's config.json to extend its context",
-    ),
     "create_new_adapter": (
         ("false",),
         "temper continues the adapter of adapter_name_or_path",

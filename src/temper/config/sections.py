@@ -36,9 +36,15 @@ class ModelCfg:
     attn_implementation: str = field(
         "auto", help="attention kernel: auto (temper's on CPU, sdpa on GPU), temper, sdpa or eager"
     )
+    rope_scaling: str | None = field(
+        None,
+        help="RoPE scaling past the model's context (LLaMA-Factory's): linear, dynamic, yarn or llama3, by factor "
+        "ceil(max_length / the model's positions); saved with the run (models/rope.py)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("dtype", self.dtype, ["auto", "bf16", "fp16", "fp32"])
+        check_choice("rope_scaling", self.rope_scaling, [None, "linear", "dynamic", "yarn", "llama3"])
         check_choice(
             "attn_implementation",
             self.attn_implementation,

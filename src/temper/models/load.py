@@ -102,6 +102,9 @@ class ModelRef:
     run_dir: Path | None = None
     base_name: str | None = None  # run and adapter dirs: the base model their weights apply to
     adapter_dir: Path | None = None  # adapter dirs: the dir itself (its tokenizer copy is preferred)
+    overrides: dict[str, Any] = field(
+        default_factory=dict
+    )  # config settings the base loads with (RoPE scaling)
 
     def base_for_new_run(self, continues_adapter: bool = False) -> str:
         """What a run trained from this model records as `base_model`: the model its saved weights apply to.
@@ -198,7 +201,11 @@ def _resolve_run(run_dir: Path) -> ModelRef:
     adapters = dict(base.adapters)
     if manifest.get("weights") == "adapter":
         adapters[manifest.get("adapter_name") or run_dir.name] = run_dir
-    return ModelRef(str(run_dir), base.path, "run", adapters, run_dir, manifest["base_model"])
+    # An adapter trained over a base loaded with other config settings (RoPE scaling) needs them again.
+    overrides = {**base.overrides, **manifest.get("base_config_overrides", {})}
+    return ModelRef(
+        str(run_dir), base.path, "run", adapters, run_dir, manifest["base_model"], overrides=overrides
+    )
 
 
 def _resolve_adapter(text: str, path: Path) -> ModelRef:
@@ -309,6 +316,7 @@ def load_causal_lm(
     For inference the result is in eval mode. `continue_adapter`: the model's own (single) adapter is attached
     to keep training (see continue_lora) and the model stays in train mode.
     `attn_implementation="auto"` picks the kernel for the device (models/attention.py: pick_attention).
+    The base loads with `ref.overrides`, config settings it was trained with (RoPE scaling: models/rope.py).
     """
     from transformers import AutoModelForCausalLM
 
@@ -327,7 +335,12 @@ def load_causal_lm(
     # Only when given: an explicit None would also drop the quantization_config of a quantized export's config.json.
     quant = {} if quantization_config is None else {"quantization_config": quantization_config}
     model = AutoModelForCausalLM.from_pretrained(
-        ref.path, dtype=torch_dtype, local_files_only=True, attn_implementation=attn, **quant
+        ref.path,
+        dtype=torch_dtype,
+        local_files_only=True,
+        attn_implementation=attn,
+        **quant,
+        **ref.overrides,
     )
     if continue_adapter:
         if len(ref.adapters) != 1 or adapters:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import inherited_system_note, prepare_tokenizer
 from temper.errors import ConfigError
 from temper.models.load import ModelRef, load_causal_lm, resolve_model
+from temper.models.rope import model_rope_overrides
 from temper.objectives.dpo import chosen_nll, dpo_loss, pair_metrics
 from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
@@ -217,12 +219,16 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
             hint=f"Merge it first (temper export {ref.name} --merge --output-dir DIR) and train on DIR.",
             key="quantization",
         )
+    rope, rope_note = model_rope_overrides(ref.path, cfg.model.rope_scaling, cfg.data.max_length)
+    ref = dataclasses.replace(ref, overrides={**ref.overrides, **rope})  # recorded in the run's manifest
     model, tokenizer = load_causal_lm(
         ref,
         dtype=dtype,
         attn_implementation=cfg.model.attn_implementation,
         quantization_config=qlora_config(cfg.tune, dtype),
     )
+    if rope_note:
+        console.print(rope_note)
     merged = bool(ref.adapters)
     if merged:
         model = model.merge_and_unload()
@@ -350,6 +356,7 @@ def finish_run(
         "objective": {k: v for k, v in vars(cfg.pref).items()},
         "data_stats": dict(stats),
         "eval_before": eval_before,
+        **({"base_config_overrides": ref.overrides} if ref.overrides else {}),
     }
     base = ref.base_for_new_run()
     write_manifest(run_dir, kind, base, weights, **extra)
