@@ -126,3 +126,11 @@ def test_badam_is_checked_before_anything_loads() -> None:
     )
     assert "fp32 weights" in line and "every switch recompiles" in line
     assert "recompiles" not in describe(settings, 30, "bf16") and "fp32" not in describe(settings, 30, "bf16")
+
+
+def test_badam_start_block_past_the_layers_is_refused(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "rows.jsonl")
+    cfg = make_cfg(tiny_llama_dir, data, tmp_path / "x", "--tuning", "full", "--max-steps", "1",
+                   "--optim", "badam", "--optim_args", "start_block=2")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"start_block 2; the model has 2 decoder layers \(0 to 1\)"):
+        train_sft(cfg)

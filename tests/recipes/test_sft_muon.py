@@ -112,6 +112,8 @@ def test_muon_is_checked_before_anything_loads_and_refused_when_sharded() -> Non
         check_trainer_names(SFTTrainCfg(optim="muon", trainer_args={"optim_args": "rank=4"}), "full")
     with pytest.raises(ConfigError, match="muon.s ns_steps must be int, got 'five'"):
         check_trainer_names(SFTTrainCfg(optim="muon", trainer_args={"optim_args": "ns_steps=five"}), "full")
+    with pytest.raises(ConfigError, match="muon's nesterov must be bool, got 'maybe'"):
+        check_trainer_names(SFTTrainCfg(optim="muon", trainer_args={"optim_args": "nesterov=maybe"}), "full")
     check_trainer_names(SFTTrainCfg(optim="muon"), "lora")
     args: Any = types.SimpleNamespace(
         learning_rate=1e-3,

@@ -37,9 +37,8 @@ def whole_config_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]
         if pissa:
             del out[norm["init_weights"]]
             out["pissa_init"], out["pissa_iter"] = True, int(pissa.group(1)) if pissa.group(1) else -1
-    kind = next(
-        (norm[k] for k in ("train_type", "tuner_type", "tuning") if k in given), None
-    )  # a flag: tuning
+    # ms-swift's key in a YAML or args.json; on the command line --train_type arrives as temper's `tuning`
+    kind = next((norm[k] for k in ("train_type", "tuner_type", "tuning") if k in given), None)
     if kind and str(out[kind]).strip().lower() == "llamapro":
         blocks = out.pop(norm["llamapro_num_new_blocks"], 4) if "llamapro_num_new_blocks" in norm else 4
         groups = out.pop(norm["llamapro_num_groups"], None) if "llamapro_num_groups" in norm else None

@@ -62,6 +62,15 @@ class BAdam(torch.optim.Optimizer):
             {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0},
         ]
         interval = settings["switch_interval"]
+        from temper.tuning import decoder_layers
+
+        blocks = len(decoder_layers(model))
+        if settings["start_block"] >= blocks:
+            raise ConfigError(
+                f"optim_args: badam's start_block {settings['start_block']}; the model has {blocks} decoder layers "
+                f"(0 to {blocks - 1}).",
+                key="optim_args",
+            )
         with warnings.catch_warnings():
             # fp32 weights (bf16 off): BlockOptimizer warns with every weight's name that it expects half
             # precision; the run's own line says what fp32 costs here.

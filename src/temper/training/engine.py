@@ -81,9 +81,8 @@ class TemperTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.tune = tune
-        self.temper_optim = (
-            optim if optim in optimizers.TEMPER_OPTIMS else None
-        )  # one the Trainer cannot build
+        # an optimizer the Trainer cannot build (training/optimizers.py)
+        self.temper_optim = optim if optim in optimizers.TEMPER_OPTIMS else None
         self.meter = meter
         self._metric_store: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -99,7 +98,7 @@ class TemperTrainer(Trainer):
         self._flop_params: int | None = None
 
     def create_optimizer(self, model: Any = None) -> Any:
-        """The Trainer's optimizer, with LoRA+ over LoRA+'s groups, or temper's Adam-mini / Muon (training/optimizers.py).
+        """The Trainer's optimizer, with LoRA+ over LoRA+'s groups, or temper's own (Adam-mini, Muon, BAdam).
         Here rather than passed in as `optimizers=`: the Trainer calls this after FSDP/DeepSpeed wrapped the model."""
         opt_model: Any = self.model if model is None else model
         if self.optimizer is None and self.temper_optim is not None:

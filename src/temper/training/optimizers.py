@@ -1,7 +1,8 @@
-"""Optimizers beyond the Trainer's plain ones: Adam-mini and Muon, which temper builds itself because the Trainer
-has no name for them (package adam-mini, as LLaMA-Factory's `use_adam_mini` builds it; torch's Muon, as
-LLaMA-Factory's `use_muon` and ms-swift's `--optimizer muon` train), and what GaLore / APOLLO (the Trainer's own,
-config/optim_keys.py translates the peers' keys to them) need before anything loads and on resume.
+"""Optimizers beyond the Trainer's plain ones: Adam-mini, Muon and BAdam, which temper builds itself because the
+Trainer has no name for them (package adam-mini, as LLaMA-Factory's `use_adam_mini` builds it; torch's Muon, as
+LLaMA-Factory's `use_muon` and ms-swift's `--optimizer muon` train; BAdam in training/badam.py), and what GaLore /
+APOLLO (the Trainer's own, config/optim_keys.py translates the peers' keys to them) need before anything loads and
+on resume.
 
 Adam-mini keeps one second-moment value per parameter block (a head of q/k, an output neuron of v, o and the
 MLP, one token's embedding row) instead of one per weight, so its state is about half of AdamW's. It needs the
@@ -40,6 +41,10 @@ OPTIM_ARGS: dict[str, dict[str, tuple[type, Any]]] = {
     "badam": {"switch_interval": (int, 50), "switch_mode": (str, "ascending"), "start_block": (int, -1),
               "verbose": (int, 0)},
 }  # fmt: skip
+OPTIM_ARGS_EXAMPLE = {
+    "muon": "momentum=0.9,ns_steps=6",
+    "badam": "switch_interval=100,switch_mode=descending",
+}
 
 
 def trainer_optim(name: str) -> str:
@@ -91,9 +96,7 @@ def optim_settings(optim: str, optim_args: str | None) -> dict[str, Any]:
 
     spec = OPTIM_ARGS[optim]
     out = {k: default for k, (_, default) in spec.items()}
-    example = {"muon": "momentum=0.9,ns_steps=6", "badam": "switch_interval=100,switch_mode=descending"}[
-        optim
-    ]
+    example = OPTIM_ARGS_EXAMPLE[optim]
     for item in filter(None, (optim_args or "").replace(" ", "").split(",")):
         key, _, value = item.partition("=")
         if key not in spec or not value:
@@ -105,6 +108,8 @@ def optim_settings(optim: str, optim_args: str | None) -> dict[str, Any]:
             )
         kind = spec[key][0]
         try:
+            if kind is bool and value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
             out[key] = is_true(value) if kind is bool else kind(value)
         except ValueError:
             raise ConfigError(
