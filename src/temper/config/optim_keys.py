@@ -112,7 +112,8 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if len(on) > 1:
         raise ConfigError(
             f"{' and '.join(f'use_{m}' for m in on)}: one optimizer at a time.",
-            hint=f"Keep one of them true (LLaMA-Factory would pick {use} and ignore the rest).",
+            # LLaMA-Factory refuses two of GaLore, APOLLO and BAdam, and otherwise builds the first in its order
+            hint=f"Keep one of them true (LLaMA-Factory would refuse the pair or build only {use}).",
             key=use,
         )
     if prefix == "badam":
