@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from temper.objectives.head_ce import fused_head_ok, head_cross_entropy_sum
+from temper.objectives.reference import reference_model
 
 # What a batch hands the model: padding-free batches add transformers' sample-boundary kwargs (data/collate.py).
 MODEL_INPUTS = (
@@ -121,14 +122,19 @@ def sft_loss(
         with torch.no_grad():
             hits = head_logits(lm, rows).argmax(-1).eq(targets).sum()
         metrics["accuracy"] = float(hits / n_tokens.clamp(min=1))
-    if asft_alpha is not None:
-        return _asft(model, inputs, keep, rows, targets, denom, asft_alpha, reference, metrics)
-    if dft or eaft_alpha is not None:  # per-token weights need per-token losses: the plain head
+    if dft or eaft_alpha is not None or asft_alpha is not None:  # per-token weights: the plain head
         logits = head_logits(lm, rows)
         ce = F.cross_entropy(logits, targets, reduction="none")
-        plain = float(ce.detach().sum() / n_tokens.clamp(min=1))
-        weight = torch.exp(-ce.detach()) if dft else _eaft_weight(logits.detach(), float(eaft_alpha or 0))
-        return (ce * weight).sum() / denom, {**metrics, "ce_loss": plain}
+        metrics["ce_loss"] = float(ce.detach().sum() / n_tokens.clamp(min=1))
+        # DFT's weight (ASFT's too) or EAFT's
+        eaft = eaft_alpha is not None and not dft and asft_alpha is None
+        weight = _eaft_weight(logits.detach(), float(eaft_alpha or 0)) if eaft else torch.exp(-ce.detach())
+        loss_sum = (ce * weight).sum()
+        if asft_alpha is not None:
+            kl = _kl_to_reference(model, inputs, keep, logits, reference)
+            metrics["kl"] = float(kl.detach().sum() / n_tokens.clamp(min=1))
+            loss_sum = loss_sum + asft_alpha * kl.sum()
+        return loss_sum / denom, metrics
     if fused_head_ok(lm, rows):  # a frozen head: chunked, gradient in the forward pass (head_ce.py)
         loss_sum = head_cross_entropy_sum(lm, rows, targets, label_smoothing)
     else:
@@ -138,29 +144,15 @@ def sft_loss(
     return loss, metrics
 
 
-def _asft(
-    model: Any,
-    inputs: dict[str, torch.Tensor],
-    keep: torch.Tensor,
-    rows: torch.Tensor,
-    targets: torch.Tensor,
-    denom: Any,
-    alpha: float,
-    reference: Any,
-    metrics: dict[str, float],
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """ASFT: DFT's probability-weighted CE + alpha x KL(reference || model), both summed over label positions."""
-    from temper.objectives.reference import reference_model
-
-    logits = head_logits(unwrap_model(model), rows)
-    ce = F.cross_entropy(logits, targets, reduction="none")
-    with torch.no_grad(), reference_model(model, reference, rows.device) as ref:
+def _kl_to_reference(
+    model: Any, inputs: dict[str, torch.Tensor], keep: torch.Tensor, logits: torch.Tensor, reference: Any
+) -> torch.Tensor:
+    """ASFT's KL(reference || model) at each label position, over the vocabulary; the reference's side has no
+    gradient."""
+    with torch.no_grad(), reference_model(model, reference, logits.device) as ref:
         ref_rows = final_hidden_states(ref, inputs)[:, :-1][keep].float()
         ref_log_q = F.log_softmax(head_logits(unwrap_model(ref), ref_rows), dim=-1)
-    kl = (ref_log_q.exp() * (ref_log_q - F.log_softmax(logits, dim=-1))).sum(-1)
-    n = max(int(keep.sum()), 1)
-    out = {**metrics, "ce_loss": float(ce.detach().sum()) / n, "kl": float(kl.detach().sum()) / n}
-    return ((ce * torch.exp(-ce.detach())).sum() + alpha * kl.sum()) / denom, out
+    return (ref_log_q.exp() * (ref_log_q - F.log_softmax(logits, dim=-1))).sum(-1)
 
 
 def _eaft_weight(logits: torch.Tensor, alpha: float, k: int = 20) -> torch.Tensor:
