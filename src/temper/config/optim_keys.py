@@ -148,9 +148,8 @@ def optimizer_keys(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             key="optim",
         )
     optim = method.optims[base] + ("_layerwise" if _true(settings[method.layerwise]) else "")
-    given = settings[
-        method.target
-    ]  # a comma-separated string, a list (ms-swift), or all / None: every linear
+    # the targets: a comma-separated string, a list (ms-swift), or all / None: every linear layer
+    given = settings[method.target]
     target = (
         ",".join(given) if isinstance(given, list) else "all" if given in (None, "None", "") else str(given)
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from temper.config.foreign import DTYPES
 from temper.errors import ConfigError, TemperError
 from temper.export.manifest import prepare_output_dir, write_export_manifest
 from temper.export.merge import as_ref, load_source, probe_ids, probe_logits, save_hf_dir
@@ -33,6 +34,7 @@ from temper.models.load import ModelRef
 from temper.tuning import decoder_layers
 
 OUTPUT_PROJECTIONS = ("o_proj", "down_proj")  # what a llama-family layer adds to the residual stream through
+LLAMA_FAMILY = "LLaMA Pro expansion here supports llama-family layers (Llama, Mistral, Qwen, Gemma, SmolLM)."
 
 
 def expanded_ids(num_layers: int, num_expand: int) -> list[int]:
@@ -68,7 +70,7 @@ def expand_blocks(
         raise TemperError(
             f"the expanded {src.info['source']} does not compute what it computed (max |logit diff| {diff:.3g}): "
             f"its layers add more to the residual stream than {' and '.join(OUTPUT_PROJECTIONS)}.",
-            hint="LLaMA Pro expansion here supports llama-family layers (Llama, Mistral, Qwen, Gemma, SmolLM).",
+            hint=LLAMA_FAMILY,
         )
     saved = dtype or _checkpoint_dtype(ref.path)
     out = prepare_output_dir(output_dir, overwrite)
@@ -118,7 +120,7 @@ def _passthrough_copy(layer: torch.nn.Module, source: str) -> torch.nn.Module:
         raise TemperError(
             f"{source}'s decoder layers have {zeroed} of the output projections LLaMA Pro zeroes "
             f"({', '.join(OUTPUT_PROJECTIONS)}), expected one each.",
-            hint="LLaMA Pro expansion here supports llama-family layers (Llama, Mistral, Qwen, Gemma, SmolLM).",
+            hint=LLAMA_FAMILY,
         )
     return new
 
@@ -147,4 +149,4 @@ def _checkpoint_dtype(path: Path) -> str:
     """The source checkpoint's dtype (its config.json's) as temper names it; fp32 when it does not say."""
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     name = str(config.get("dtype") or config.get("torch_dtype") or "float32")
-    return {"bfloat16": "bf16", "float16": "fp16"}.get(name.replace("torch.", ""), "fp32")
+    return DTYPES.get(name.replace("torch.", ""), "fp32")

@@ -102,9 +102,8 @@ class ModelRef:
     run_dir: Path | None = None
     base_name: str | None = None  # run and adapter dirs: the base model their weights apply to
     adapter_dir: Path | None = None  # adapter dirs: the dir itself (its tokenizer copy is preferred)
-    overrides: dict[str, Any] = field(
-        default_factory=dict
-    )  # config settings the base loads with (RoPE scaling)
+    # config settings the base loads with (RoPE scaling: models/rope.py)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def base_for_new_run(self, continues_adapter: bool = False) -> str:
         """What a run trained from this model records as `base_model`: the model its saved weights apply to.

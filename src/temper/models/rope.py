@@ -16,10 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temper.errors import ConfigError
+
+if TYPE_CHECKING:
+    from temper.models.load import ModelRef
 
 ROPE_SCALING = ("linear", "dynamic", "yarn", "llama3")
 
@@ -59,12 +63,17 @@ def model_rope_overrides(path: Any, kind: str | None, max_length: int) -> tuple[
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     params = getattr(config, "rope_parameters", None)
-    if (
-        isinstance(params, dict) and "rope_type" not in params and params
-    ):  # per-layer-type parameters (Gemma 3)
+    if isinstance(params, dict) and params and "rope_type" not in params:  # one set per layer type (Gemma 3)
         raise ConfigError(
             f"rope_scaling {kind}: this model keeps rotary parameters per attention type; temper scales one set.",
             hint="Set the scaling in the model's config.json instead.",
             key="rope_scaling",
         )
     return rope_overrides(params, getattr(config, "max_position_embeddings", None), kind, max_length)
+
+
+def with_rope(ref: ModelRef, kind: str | None, max_length: int) -> tuple[ModelRef, str | None]:
+    """`ref` with the RoPE scaling a run of max_length needs added to the config settings it loads with (the
+    run's manifest records them, so later verbs load the base the same way), and the note for the run."""
+    overrides, note = model_rope_overrides(ref.path, kind, max_length)
+    return dataclasses.replace(ref, overrides={**ref.overrides, **overrides}), note

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,7 +30,7 @@ from temper.data.pref_tokenize import PairCollator, encode_pairs
 from temper.data.templates import inherited_system_note, prepare_tokenizer
 from temper.errors import ConfigError
 from temper.models.load import ModelRef, load_causal_lm, resolve_model
-from temper.models.rope import model_rope_overrides
+from temper.models.rope import with_rope
 from temper.objectives.dpo import chosen_nll, dpo_loss, pair_metrics
 from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
@@ -219,8 +218,7 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
             hint=f"Merge it first (temper export {ref.name} --merge --output-dir DIR) and train on DIR.",
             key="quantization",
         )
-    rope, rope_note = model_rope_overrides(ref.path, cfg.model.rope_scaling, cfg.data.max_length)
-    ref = dataclasses.replace(ref, overrides={**ref.overrides, **rope})  # recorded in the run's manifest
+    ref, rope_note = with_rope(ref, cfg.model.rope_scaling, cfg.data.max_length)
     model, tokenizer = load_causal_lm(
         ref,
         dtype=dtype,

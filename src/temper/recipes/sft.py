@@ -40,7 +40,7 @@ from temper.export.expand import insert_passthrough_layers
 from temper.models.attention import NAME as ATTENTION
 from temper.models.dtype import pick_dtype
 from temper.models.load import load_causal_lm, resolve_model
-from temper.models.rope import model_rope_overrides
+from temper.models.rope import with_rope
 from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import data_fingerprint, write_manifest
 from temper.training import badam
@@ -116,8 +116,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if cfg.model.dtype == "auto" and bf16 and (cfg.tune.tuning == "lora" or cfg.train.optim == "badam"):
         dtype = torch.bfloat16  # frozen weights need no fp32 copy; BAdam keeps one of its active layer itself
     dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
-    rope, rope_note = model_rope_overrides(ref.path, cfg.model.rope_scaling, cfg.data.max_length)
-    ref = dataclasses.replace(ref, overrides={**ref.overrides, **rope})  # recorded in the run's manifest
+    ref, rope_note = with_rope(ref, cfg.model.rope_scaling, cfg.data.max_length)
     model, tokenizer = load_causal_lm(
         ref,
         dtype=dtype_name,

@@ -242,11 +242,11 @@ def llama_pro_layers(model: Any, n: int) -> list[int]:
     """LLaMA Pro's trainable layers, as LLaMA-Factory picks them: the last of every num_layers / n, which is where
     `temper export --expand-blocks n` (and LLaMA-Factory's llama_pro.py) inserted them. A model that expansion
     wrote records the inserted layers: they must be these."""
-    import json
+    from temper.export.manifest import EXPORT_MANIFEST, read_export_manifest  # here: export imports tuning
 
     total = len(decoder_layers(model))
-    manifest = Path(str(getattr(model, "name_or_path", ""))) / "temper_export.json"
-    recorded = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    model_dir = Path(str(getattr(model, "name_or_path", "")))
+    recorded = read_export_manifest(model_dir) if (model_dir / EXPORT_MANIFEST).is_file() else {}
     inserted = recorded.get("expanded_layers") if recorded.get("method") == "expand" else None
     ids = list(range(total // n - 1, total, total // n)) if n > 0 and total % n == 0 else None
     if ids is None or (inserted is not None and inserted != ids):
