@@ -198,3 +198,41 @@ def test_padding_free_rows_attend_per_sample(dtype: torch.dtype) -> None:
             assert torch.allclose(leaf.grad[:, :, s:e].float(), part.grad.float(), atol=1e-2)  # type: ignore[index, union-attr]
     whole, _ = attention.temper_attention_forward(module, q, k, v, None)
     assert not torch.allclose(whole[:, 15:].float(), out[:, 15:].float(), atol=1e-2)
+
+
+def test_training_forward_without_a_cache_matches_eager(tiny_llama_dir: Path, query_block: int) -> None:
+    """Without a KV cache (training), keys and values reach the kernel as transposed views of the projections;
+    its hand-written backward gives eager's gradients for every weight."""
+    batch = _batch()
+    grads = {}
+    for attn in ("eager", "temper"):
+        model = _model(tiny_llama_dir, attn).train()
+        logits = model(**batch, use_cache=False).logits
+        (logits.float()[batch["attention_mask"].bool()].square().mean()).backward()
+        grads[attn] = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["temper"].keys() == grads["eager"].keys()
+    for name, g in grads["eager"].items():
+        assert float((grads["temper"][name] - g).norm()) <= 0.03 * float(g.norm()) + 1e-6, name
+
+
+def test_padding_free_rows_with_attention_dropout_stay_within_their_sample() -> None:
+    """Attention dropout takes the autograd-op path; a padding-free row's second sample must still ignore the
+    first: changing the first sample's keys and values leaves the second's output as it was (same dropout
+    draws, seeded)."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, h, 30, 16, generator=g, dtype=torch.bfloat16) for h in (6, 2, 2))
+    module = torch.nn.Module()
+    module.is_causal = True  # type: ignore[assignment]
+    bounds = torch.tensor([0, 12, 30], dtype=torch.int32)
+    outs = []
+    for shift in (0.0, 3.0):
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, :12] += shift
+        v2[:, :, :12] -= shift
+        torch.manual_seed(0)
+        out, _ = attention.temper_attention_forward(
+            module, q, k2, v2, None, dropout=0.3, cu_seq_lens_q=bounds
+        )
+        outs.append(out)
+    assert torch.equal(outs[0][:, 12:], outs[1][:, 12:])
+    assert not torch.equal(outs[0][:, :12], outs[1][:, :12])

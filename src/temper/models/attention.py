@@ -81,38 +81,129 @@ def temper_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
         return out, None
-    groups = hq // hkv
-    q = (query * scale).view(b, hkv, groups, q_len, d)  # heads of one K/V group are stacked as rows below
-    # Causal self-attention (no cache): query block [s, e) sees keys [0, e) only, so most of the masked upper
-    # triangle is never computed. One attention of 419 tokens, fwd + bwd: 17.9 ms as one block, 11.8 as three
-    # (blocks of QUERY_BLOCK rows; much smaller blocks lose more to per-call overhead than they save); the
-    # whole LoRA step of the SFT bench: 2.8% faster.
+    if causal_self and not (dropout and module.training) and not torch.compiler.is_compiling():
+        # The common training path: one autograd function for every query block of every sample, so backward
+        # is the few matmuls it needs rather than autograd's bookkeeping around the blocks (see CausalBlocks).
+        spans = segments or [(0, q_len)]
+        out = CausalBlocks.apply(query, key, value, scale, spans, None if segments else attention_mask)
+        return out, None
+    # Compiled layers, attention dropout, a KV cache, non-causal attention: the same blocks as autograd ops.
     # Under torch.compile (dynamic shapes) a block count computed from the length is a guard on it: every new
     # length recompiled the layer (steps 7x slower than uncompiled). Compiled layers run a fixed count instead
     # at every length (3 blocks: +2.8% per compiled LoRA step of the SFT bench against one block, alternated
     # batch by batch). A second graph for short rows (one block below QUERY_BLOCK) cost a ~25 s compile in the
     # middle of the bench's timed window, more than the blocks save there.
-    if segments is not None:
-        # A padding-free row: samples end to end, each attending to itself only, so each sample is one causal
-        # self-attention on its own slice of the row (the projections around it stay padding-free). Neither the
-        # block-diagonal mask's cross-sample blocks nor padding to the longest sample are ever computed. Against
-        # stacking the samples zero-padded to the longest as one batched call, on the SFT bench's batches of
-        # two (one EPYC core, whole LoRA step, the two alternated batch by batch): 6.1-6.9% faster in file
-        # order, where lengths mix (stacking computed 1.61x the scores), 1.1% with lengths grouped; batches of
-        # eight: 9.8% and 2.4%. The outputs are the same numbers; bf16 rounding can differ in the last bit
-        # where a reduction's length changes.
-        outs = [
-            _causal_blocks(
-                q[..., s:e, :], key[..., s:e, :], value[..., s:e, :], None, True, dropout, module.training
-            )
+    groups = hq // hkv
+    q = (query * scale).view(b, hkv, groups, q_len, d)  # heads of one K/V group are stacked as rows below
+    if segments is not None:  # a padding-free row with attention dropout: each sample attends to itself only
+        parts = [
+            _causal_blocks(q[..., s:e, :], key[..., s:e, :], value[..., s:e, :], None, True, dropout, True)
             for s, e in segments
         ]
-        out = torch.cat(outs, dim=-2).view(b, hq, q_len, d)
+        out = torch.cat(parts, dim=-2).view(b, hq, q_len, d)
     else:
         out = _causal_blocks(q, key, value, attention_mask, causal_self, dropout, module.training).view(
             b, hq, q_len, d
         )
     return out.transpose(1, 2).contiguous(), None
+
+
+class CausalBlocks(torch.autograd.Function):
+    """Causal self-attention over query blocks with a hand-written backward; (batch, heads, len, d) in,
+    (batch, len, heads, d) out.
+
+    Why: built from autograd ops (as `_causal_blocks` is, for compiled and dropout runs), each block's
+    in-place mask add on a view of its scores makes backward copy the whole score tensor twice (autograd's
+    CopySlices), and each block's slice of the keys and values comes back as a zero-filled full-size gradient
+    that is then added up. Here backward accumulates into one key and one value gradient and never copies a
+    score. `spans` are the independent causal sequences of a row: [(0, len)] for an ordinary batch, a
+    padding-free row's samples otherwise (each attends to itself only, so neither the cross-sample blocks of
+    a block-diagonal mask nor padding to the longest sample are computed: against stacking the samples
+    zero-padded to the longest, the SFT bench's LoRA step was 6.1-6.9% faster in file order, where lengths
+    mix, on an EPYC core). Measured on one SmolLM2 attention (bf16, one core of an AMX Xeon, 9 query / 3
+    key-value heads, forward + backward, alternated 30 times) against the same blocks as autograd ops:
+    2 x 480 tokens with padding 23.0 -> 16.7 ms, 2 x 300 9.5 -> 7.6 ms, 2 x 150 3.3 -> 3.0 ms; the SFT bench's
+    whole LoRA step, alternated batch by batch over 40 batches: 7.3% faster (median), the same losses.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scale: float,
+        spans: list[tuple[int, int]],
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        b, hq, length, d = query.shape
+        hkv = key.shape[1]
+        groups = hq // hkv
+        q = query.view(b, hkv, groups, length, d)
+        # Without a KV cache, transformers hands keys and values over as transposed views; backward views
+        # them with (batch x K/V heads) as one dimension.
+        key, value = key.contiguous(), value.contiguous()
+        # Written straight in the (batch, len, heads, d) layout transformers wants: no transposing copy after.
+        out = query.new_empty(b, length, hkv, groups, d)
+        saved: list[torch.Tensor] = []
+        for s, e, start in _blocks(spans):
+            # The heads of one K/V group are stacked as rows, so each K/V head is read by one matmul (no
+            # repeat_kv); the 1/sqrt(d) scale rides on the copy the stacking makes anyway.
+            rows = (q[:, :, :, s:e] * scale).reshape(b, hkv, groups * (e - s), d)
+            scores = torch.matmul(rows, key[:, :, start:e].transpose(2, 3))
+            blocked = scores.view(b, hkv, groups, e - s, e - start)
+            if attention_mask is None:
+                blocked.add_(_causal_mask(e - s, e - start, s - start, scores.dtype, scores.device))
+            else:  # eager_mask's additive (batch, 1, len, len), which already holds the causal pattern
+                blocked.add_(attention_mask[:, :, None, s:e, start:e].to(scores.dtype))
+            probs = torch.softmax(scores, dim=-1)
+            part = torch.matmul(probs, value[:, :, start:e]).view(b, hkv, groups, e - s, d)
+            out[:, s:e] = part.permute(0, 3, 1, 2, 4)
+            saved += [probs, rows]
+        ctx.save_for_backward(key, value, *saved)
+        ctx.spans, ctx.scale = spans, scale
+        return out.view(b, length, hq, d)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        key, value, *saved = ctx.saved_tensors
+        b, length, hq, d = grad_out.shape
+        hkv = key.shape[1]
+        groups = hq // hkv
+        g = grad_out.view(b, length, hkv, groups, d)
+        dq = grad_out.new_empty(b, hkv, groups, length, d)
+        dk, dv = torch.zeros_like(key), torch.zeros_like(value)
+        # (batch x K/V heads) as one batch dimension, so the key and value gradients accumulate in place.
+        k3, v3, dk3, dv3 = (t.view(b * hkv, length, d) for t in (key, value, dk, dv))
+        for i, (s, e, start) in enumerate(_blocks(ctx.spans)):
+            probs, rows = (t.flatten(0, 1) for t in saved[2 * i : 2 * i + 2])
+            g_rows = g[:, s:e].permute(0, 2, 3, 1, 4).reshape(b * hkv, groups * (e - s), d)
+            dv3[:, start:e].baddbmm_(probs.transpose(1, 2), g_rows)
+            d_probs = torch.bmm(g_rows, v3[:, start:e].transpose(1, 2))
+            d_scores = torch.ops.aten._softmax_backward_data(d_probs, probs, -1, probs.dtype)
+            dq[:, :, :, s:e] = torch.bmm(d_scores, k3[:, start:e]).view(b, hkv, groups, e - s, d)
+            dk3[:, start:e].baddbmm_(d_scores.transpose(1, 2), rows)
+        dq.mul_(ctx.scale)
+        return dq.view(b, hq, length, d), dk, dv, None, None, None
+
+
+def _blocks(spans: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(first row, end row, first key) of every query block: block [s, e) of a sequence starting at `start`
+    sees keys [start, e) only, so most of the masked upper triangle is never computed. One attention of 419
+    tokens, fwd + bwd: 17.9 ms as one block, 11.8 as three (blocks of QUERY_BLOCK rows; much smaller blocks
+    lose more to per-call overhead than they save)."""
+    out = []
+    for start, end in spans:
+        n = max((end - start) // QUERY_BLOCK, 1)
+        bounds = [start + (end - start) * i // n for i in range(n + 1)]
+        out += [(s, e, start) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+    return out
+
+
+def _causal_mask(rows: int, keys: int, first: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Additive (rows, keys) mask of query rows first.. over keys 0..: an add is 3-4x faster than
+    masked_fill_ on these scores."""
+    return torch.full((rows, keys), torch.finfo(dtype).min, dtype=dtype, device=device).triu_(first + 1)
 
 
 def _segments(cu_seq_lens: torch.Tensor | None, batch: int, q_len: int) -> list[tuple[int, int]] | None:

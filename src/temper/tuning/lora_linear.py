@@ -24,7 +24,13 @@ from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
 
 class _LoraMatmul(torch.autograd.Function):
-    """y = x W^T (+ bias) + scaling * (x A^T) B^T for a frozen W; gradients for x, A and B."""
+    """y = x W^T (+ bias) + scaling * (x A^T) B^T for a frozen W; gradients for x, A and B.
+
+    The rank-sized matmuls take A^T and B^T as contiguous copies (a few thousand numbers each, made in the
+    same cast the adapters need anyway under autocast): that layout is the fast one for them. Measured on one
+    AMX Xeon core, 594 tokens x 576 features, rank 8: x @ A^T 112 -> 65 us, B's gradient as (h^T g)^T
+    instead of g^T h 380 -> 239 us; the whole LoRA step of the SFT bench, alternated batch by batch over 40
+    batches, 3.4% faster (median), the same losses."""
 
     @staticmethod
     def forward(
@@ -40,25 +46,28 @@ class _LoraMatmul(torch.autograd.Function):
         # The dtype autocast would give the base matmul; without autocast, the base weight's.
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
         x2 = x.reshape(-1, x.shape[-1]).to(dtype)
-        w, a, b = weight.to(dtype), lora_a.to(dtype), lora_b.to(dtype)
-        h = x2 @ a.t()  # (tokens, rank)
+        w = weight.to(dtype)
+        a_t, b_t = lora_a.to(dtype).t().contiguous(), lora_b.to(dtype).t().contiguous()
+        h = x2 @ a_t  # (tokens, rank)
         y = torch.addmm(bias.to(dtype), x2, w.t()) if bias is not None else x2 @ w.t()
-        y.addmm_(h, b.t(), alpha=scaling)
-        ctx.save_for_backward(x2, w, a, b, h)
+        y.addmm_(h, b_t, alpha=scaling)
+        ctx.save_for_backward(x2, w, a_t, b_t, h)
         ctx.scaling, ctx.x_shape, ctx.x_dtype = scaling, x.shape, x.dtype
         ctx.a_dtype, ctx.b_dtype = lora_a.dtype, lora_b.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x2, w, a, b, h = ctx.saved_tensors
+        x2, w, a_t, b_t, h = ctx.saved_tensors
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(w.dtype)
-        gh = (g @ b).mul_(ctx.scaling)  # d/dh, scaled once on (tokens, rank)
+        gh = (g @ b_t.t()).mul_(ctx.scaling)  # d/dh, scaled once on (tokens, rank)
         grad_a = (gh.t() @ x2).to(ctx.a_dtype) if ctx.needs_input_grad[3] else None
-        grad_b = (g.t() @ h).to(ctx.b_dtype).mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
+        grad_b = None
+        if ctx.needs_input_grad[4]:  # B's gradient is computed transposed (the fast way round), then laid out
+            grad_b = (h.t() @ g).t().contiguous().to(ctx.b_dtype).mul_(ctx.scaling)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = (g @ w).addmm_(gh, a).view(ctx.x_shape).to(ctx.x_dtype)
+            grad_x = (g @ w).addmm_(gh, a_t.t()).view(ctx.x_shape).to(ctx.x_dtype)
         return grad_x, None, None, grad_a, grad_b, None
 
 
