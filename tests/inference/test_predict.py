@@ -78,6 +78,12 @@ def test_predict_yaml_writes_llamafactory_predictions_and_scores(
     scores = llamafactory_similarity([x["predict"] for x in lines], [x["label"] for x in lines])
     assert {k: results[f"predict_{k}"] for k in scores} == scores
     assert results["predict_runtime"] > 0 and results["predict_samples_per_second"] > 0
+    # 4 rows in batches of the YAML's per_device_eval_batch_size: the Trainer's step count over the same runtime
+    batch = int(yaml.safe_load(config.read_text()).get("per_device_eval_batch_size", 8))
+    steps = -(-4 // batch)
+    assert results["predict_steps_per_second"] == pytest.approx(
+        steps / results["predict_runtime"], rel=0.01, abs=1e-3
+    )
     # all_results.json holds them too, merged into what another split put there (the Trainer's save_metrics)
     all_results = tmp_path / "predict" / "all_results.json"
     assert json.loads(all_results.read_text()) == results

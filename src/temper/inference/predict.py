@@ -90,6 +90,10 @@ def predict(
     metrics["predict_runtime"] = round(summary.seconds, 4)
     answered = summary.rows - summary.skipped
     metrics["predict_samples_per_second"] = round(answered / max(summary.seconds, 1e-9), 3)
+    # The Trainer's steps are batches of per_device_eval_batch_size; rows here decode continuously in batches of
+    # up to that many (the engine's max_batch_size), so the same count is ceil(rows / batch).
+    steps = -(-answered // max(engine.batcher.max_batch_size, 1))
+    metrics["predict_steps_per_second"] = round(steps / max(summary.seconds, 1e-9), 3)
     results = predictions.parent / RESULTS
     write_json_atomic(results, metrics)
     # The Trainer's save_metrics also merges every split's metrics into all_results.json (LF writes both).
