@@ -11,6 +11,7 @@ from temper.config.dist import DistCfg
 from temper.config.tune import TuneCfg
 from temper.data.mix import check_mix
 from temper.errors import ConfigError
+from temper.models.rope import ROPE_SCALING
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -44,7 +45,7 @@ class ModelCfg:
 
     def __post_init__(self) -> None:
         check_choice("dtype", self.dtype, ["auto", "bf16", "fp16", "fp32"])
-        check_choice("rope_scaling", self.rope_scaling, [None, "linear", "dynamic", "yarn", "llama3"])
+        check_choice("rope_scaling", self.rope_scaling, [None, *ROPE_SCALING])
         check_choice(
             "attn_implementation",
             self.attn_implementation,
