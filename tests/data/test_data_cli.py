@@ -86,6 +86,15 @@ def test_check_reports_every_problem_and_exits_1(tmp_path: Path, capsys: pytest.
     assert f"{bad}:1:response:" in err
 
 
+def test_check_of_an_empty_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for fmt in ("auto", "alpaca"):  # a forced format used to report "0 rows, format alpaca, ok"
+        assert main(["data", "check", str(empty), "--format", fmt]) == 1
+        captured = capsys.readouterr()
+        assert f"{empty} has no rows" in captured.err and "ok" not in captured.out
+
+
 def test_check_exit_code_of_the_real_process(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "x"}]))

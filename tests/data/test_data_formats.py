@@ -157,12 +157,14 @@ def test_text_rows() -> None:
             },
             ["messages[1].role"],
         ),
-        # unknown role tag
+        # unknown role tag: only the root cause, not the "last turn must be 'gpt'" that the turns left would add
         (
             "sharegpt",
             {"conversations": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]},
-            ["conversations[1].from", "conversations[0].from"],
+            ["conversations[1].from"],
         ),
+        ("messages", {"messages": [{"role": "user", "content": "a"}, "b"]}, ["messages[1]"]),
+        ("swift_conversation", {"conversation": [{"human": "h", "assistant": "a"}, 7]}, ["conversation[1]"]),
     ],
 )
 def test_malformed_rows_name_the_field(fmt: str, row: dict[str, Any], expected: list[str]) -> None:

@@ -248,6 +248,51 @@ def test_undetectable_format_and_bad_spec(tmp_path: Path) -> None:
         load_records([str(tmp_path / "nope.json")])
 
 
+@pytest.mark.parametrize("fmt", ["auto", "alpaca"])
+def test_empty_files_are_errors(tmp_path: Path, fmt: str) -> None:
+    empty_jsonl, empty_list, blank = tmp_path / "empty.jsonl", tmp_path / "empty.json", tmp_path / "blank.txt"
+    empty_jsonl.write_text("")
+    empty_list.write_text("[]")
+    blank.write_text("\n\n")
+    with pytest.raises(DataError) as err:  # the loader training uses: nothing to train on is not "0 rows, ok"
+        load_records([str(empty_jsonl), str(empty_list), str(blank)], format=fmt)
+    assert [p.split(" (", 1)[0] for p in err.value.problems] == [
+        f"{empty_jsonl} has no rows",
+        f"{empty_list} has no rows",
+        f"{blank} has no rows",
+    ]
+
+
+def test_one_problem_per_root_cause(tmp_path: Path) -> None:
+    truncated = tmp_path / "cut.jsonl"
+    truncated.write_text('{"instruction": "a", "outp\n')
+    with pytest.raises(DataError) as err:  # no "cannot detect the format from the keys []" on top
+        load_records([str(truncated)])
+    assert err.value.problems == [
+        f"{truncated}:1: invalid JSON line (column 27): Invalid control character at"
+    ]
+    robot = tmp_path / "robot.jsonl"
+    turns = [{"from": "human", "value": "a"}, {"from": "robot", "value": "b"}]
+    robot.write_text(json.dumps({"conversations": turns}) + "\n")
+    with pytest.raises(DataError) as err:  # no "last turn must be 'gpt'" for the turn that was not read
+        load_records([str(robot)])
+    assert err.value.problems == [
+        f"{robot}:1:conversations[1].from: unknown role 'robot'; expected one of 'human', 'gpt', 'function_call', "
+        "'observation', 'system'"
+    ]
+    order = tmp_path / "order.jsonl"
+    order.write_text(
+        json.dumps({"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]})
+    )
+    with pytest.raises(DataError) as err:  # the file's role tags, with temper's roles beside them
+        load_records([str(order)])
+    assert err.value.problems == [
+        f"{order}:1:conversations[0].from: first turn must be 'human' (user), got 'gpt' (assistant)",
+        f"{order}:1:conversations[1].from: last turn must be 'gpt' (assistant) (nothing to learn), got 'human' "
+        "(user)",
+    ]
+
+
 def test_a_forced_format_that_fits_no_row_names_the_one_that_does(lf: Path, tmp_path: Path) -> None:
     path = lf / "identity.json"
     with pytest.raises(DataError) as err:

@@ -1,4 +1,8 @@
-"""`temper data check FILE...` (row-level report) and `temper data stats RUN_DIR_OR_CONFIG` (token statistics)."""
+"""`temper data check FILE...` (row-level report) and `temper data stats RUN_DIR_OR_CONFIG` (token statistics).
+
+`check` also takes the training verbs' spelling, `--dataset-dir DIR --dataset NAME[,NAME]`, so that a command
+copied from a hint or a training line works as it is.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["check", "stats"],
         help="check: validate files; stats: lengths/padding of a run's data",
     )
+    target = parser.add_argument(
+        "target",
+        nargs="+",
+        default=[],
+        help="check: data files or dataset_info names; stats: a run dir or YAML",
+    )
+    # Optional, as `check --dataset NAME` names them without it. Not nargs="*": argparse would then match it
+    # (empty) together with `action`, and a file given after an option (`check --dataset-dir D NAME`) would be
+    # an unrecognized argument.
+    target.required = False
     parser.add_argument(
-        "target", nargs="+", help="check: data files or dataset_info names; stats: a run dir or YAML"
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="check: more data files or dataset_info names (comma lists too), as the training verbs take them",
     )
     parser.add_argument(
         "--format",
@@ -35,13 +53,18 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
     if args.action == "stats":
         from temper.data.stats import data_stats, print_stats
 
+        if not args.target:
+            raise DataError("data stats needs a run dir or a YAML config.", hint="temper data stats RUN_DIR")
         print_stats(data_stats(args.target[0], batch_size=args.batch_size))
         return 0
     from temper.data.load import load_datasets
 
     try:
         loaded = load_datasets(
-            args.target, dataset_dir=args.dataset_dir, format=args.format, converters=_registry(args.format)
+            [*args.target, *args.dataset],
+            dataset_dir=args.dataset_dir,
+            format=args.format,
+            converters=_registry(args.format),
         )
     except DataError as e:
         # The whole report, not the CLI's 50-line cut: `check` exists to list every problem.

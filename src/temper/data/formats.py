@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temper.data.records import ChatExample, Message, Record, TextExample
+from temper.data.turns import FieldOf, ShowRole, check_turns, plain_role, turn_loss, turn_text
 from temper.data.turns import kind as _kind
-from temper.data.turns import turn_loss, turn_text
 
 Row = Mapping[str, Any]
 Tags = Mapping[str, str]
@@ -65,42 +65,6 @@ def _pairs(row: Row, key: str, problems: list[tuple[str, str]]) -> list[Message]
     return out
 
 
-# Which role may follow which: a tool result answers an assistant's call; the assistant then replies.
-_NEXT = {"user": ("assistant",), "assistant": ("user", "tool"), "tool": ("assistant", "tool")}
-
-
-FieldOf = Callable[[int, str], str]  # (turn index, "role" | "content") -> the field name in the source row
-
-
-def check_turns(messages: list[Message], field_of: FieldOf, container: str) -> list[tuple[str, str]]:
-    """Problems with a conversation's shape: empty, bad role order, empty texts, no final assistant reply.
-
-    >>> check_turns([Message("assistant", "hi")], lambda i, attr: f"messages[{i}].{attr}", "messages")
-    [('messages[0].role', "first turn must be 'user', got 'assistant'")]
-    """
-    if not messages:
-        return [(container, "empty conversation; expected at least a user and an assistant turn")]
-    problems: list[tuple[str, str]] = []
-    if messages[0].role != "user":
-        problems.append((field_of(0, "role"), f"first turn must be 'user', got {messages[0].role!r}"))
-    for i, (prev, cur) in enumerate(zip(messages, messages[1:], strict=False), start=1):
-        if prev.role in _NEXT and cur.role not in _NEXT[prev.role]:
-            allowed = " or ".join(repr(r) for r in _NEXT[prev.role])
-            problems.append(
-                (field_of(i, "role"), f"after {prev.role!r} expected {allowed}, got {cur.role!r}")
-            )
-    for i, m in enumerate(messages):
-        if m.role in ("user", "assistant") and not m.content.strip():
-            problems.append((field_of(i, "content"), f"empty {m.role} text"))
-    if messages[-1].role != "assistant":
-        last = len(messages) - 1
-        got = messages[-1].role
-        problems.append(
-            (field_of(last, "role"), f"last turn must be 'assistant' (nothing to learn), got {got!r}")
-        )
-    return problems
-
-
 def _tools(row: Row, problems: list[tuple[str, str]]) -> str | None:
     value = row.get("tools")
     if value is None or value == "" or value == []:
@@ -131,10 +95,15 @@ def _finish(
     problems: list[tuple[str, str]],
     field_of: FieldOf,
     container: str,
+    whole: bool = True,
+    show: ShowRole = plain_role,
 ) -> ChatExample:
-    # A field already reported (missing, wrong type) is not reported again as "empty".
+    # A field already reported (missing, wrong type) is not reported again as "empty". When a turn could not be
+    # read at all (`whole` False: unknown role, not an object), the conversation's shape is not checked: the
+    # turns left would report that gap again ("last turn must be 'assistant'") as if it were a second problem.
     seen = {f for f, _ in problems}
-    problems += [(f, m) for f, m in check_turns(messages, field_of, container) if f not in seen]
+    if whole:
+        problems += [(f, m) for f, m in check_turns(messages, field_of, container, show) if f not in seen]
     if problems:
         raise RowError(problems)
     return ChatExample(messages, system or None, tools)
@@ -188,7 +157,9 @@ def to_swift_conversation(row: Row, tags: Tags) -> ChatExample:
         msgs.append(Message("user", _text(turn, "human", p, where=f"conversation[{i}].human")))
         msgs.append(Message("assistant", _text(turn, "assistant", p, where=f"conversation[{i}].assistant")))
     field_of: FieldOf = lambda i, attr: f"conversation[{i // 2}].{'assistant' if i % 2 else 'human'}"  # noqa: E731
-    return _finish(msgs, system, _tools(row, p), p, field_of, "conversation")
+    return _finish(
+        msgs, system, _tools(row, p), p, field_of, "conversation", whole=len(msgs) == 2 * len(conv)
+    )
 
 
 @dataclass(frozen=True)
@@ -255,10 +226,13 @@ def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[
         raise RowError(p)
     msgs: list[Message] = []
     src: list[int] = []  # source turn index of each message, so problems name the turn in the file
+    tags: list[Any] = []  # the file's role tag of each message ('gpt', 'function_call'), for the same reason
+    whole = True  # every turn became a message (or the system prompt)
     for i, turn in enumerate(turns):
         where = f"{key}[{i}]"
         if not isinstance(turn, dict):
             p.append((where, f"expected an object with {role_tag!r} and {content_tag!r}, got {_kind(turn)}"))
+            whole = False
             continue
         tag = turn.get(role_tag)
         if tag not in roles:
@@ -268,6 +242,7 @@ def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[
                     f"unknown role {tag!r}; expected one of {', '.join(map(repr, roles))}",
                 )
             )
+            whole = False
             continue
         text = turn_text(turn, content_tag, f"{where}.{content_tag}", p)
         train = turn_loss(turn, roles[tag], where, p)
@@ -276,6 +251,7 @@ def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[
             continue
         msgs.append(Message(roles[tag], text, train))
         src.append(i)
+        tags.append(tag)
     replies = [m.train for m in msgs if m.role == "assistant"]
     if replies and all(t is False for t in replies):
         p.append(
@@ -287,7 +263,14 @@ def _role_list(row: Row, key: str, role_tag: str, content_tag: str, roles: dict[
     _no_media(row, p)
     names = {"role": role_tag, "content": content_tag}
     field_of: FieldOf = lambda i, attr: f"{key}[{src[i] if i < len(src) else i}].{names[attr]}"  # noqa: E731
-    return _finish(msgs, system, _tools(row, p), p, field_of, key)
+    # Our roles in the file's spelling (the first tag given for a role: 'gpt' rather than 'function_call').
+    tag_of = {ours: theirs for theirs, ours in reversed(roles.items())}
+
+    def show(role: str, i: int | None) -> str:
+        spelled = tags[i] if i is not None else tag_of.get(role, role)
+        return repr(role) if spelled == role else f"{spelled!r} ({role})"
+
+    return _finish(msgs, system, _tools(row, p), p, field_of, key, whole, show)
 
 
 def to_text(row: Row, tags: Tags) -> TextExample:

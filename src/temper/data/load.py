@@ -11,33 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from temper.data.formats import FORMATS, Format, RowError, detect_format
 from temper.data.mix import mix
 from temper.data.placeholders import PLACEHOLDER, fill_row, placeholder_values
-from temper.data.readers import SUFFIXES, read_rows
+from temper.data.readers import read_rows
 from temper.data.records import Record
+from temper.data.sources import Source, column_fields, file_field, rename_columns, resolve_sources
 from temper.errors import DataError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class Source:
-    """One dataset to read: a file plus what dataset_info.json (if any) says about it."""
-
-    spec: str  # what the user wrote, e.g. "identity.json#50" or "alpaca_en_demo"
-    path: Path
-    limit: int | None = None  # the N of `file#N`
-    format: str | None = None  # None: explicit --format, else auto-detect
-    columns: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory column name -> file column
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -173,9 +161,18 @@ def _load_one(
     fill: Mapping[str, tuple[str | None, str | None]],
     problems: list[str],
 ) -> Loaded | None:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for row_no, row in read_rows(src.path, problems):
-        rows.append((row_no, _rename(row, src.columns, converters.get(fmt_name or "", None))))
+    fields = column_fields(src.columns, converters.get(fmt_name or ""))  # dataset_info `columns`
+    unreadable = len(problems)
+    rows = [(row_no, rename_columns(row, fields)) for row_no, row in read_rows(src.path, problems)]
+    if not rows:
+        # Nothing to detect a format from or to train on. Rows that could not be read (invalid JSON) are
+        # already reported: a second line about the format would only restate them.
+        if len(problems) == unreadable:
+            problems.append(
+                f"{src.path} has no rows (an empty file, an empty JSON list or only blank lines); "
+                "add rows or leave it out of --dataset"
+            )
+        return None
     detected = fmt_name is None and src.path.suffix != ".txt"
     if src.path.suffix == ".txt" and fmt_name is None:
         fmt_name = "text"
@@ -204,7 +201,7 @@ def _load_one(
         try:
             rec = fmt.convert(filled, src.tags)
         except RowError as e:
-            problems += [f"{src.path}:{row_no}:{f}: {m}" for f, m in e.problems]
+            problems += [f"{src.path}:{row_no}:{file_field(f, fields)}: {m}" for f, m in e.problems]
             continue
         records.append(replace(rec, source=f"{src.path}:{row_no}"))
     looks_like = None if records else next((f for _, r in rows if (f := detect_format(r, converters))), None)
@@ -227,18 +224,6 @@ def _load_one(
             len(rows),
         )
     return Loaded(src, fmt_name, records, len(rows))
-
-
-def _rename(row: dict[str, Any], columns: Mapping[str, str], fmt: Format | None) -> dict[str, Any]:
-    """Apply dataset_info `columns` (LLaMA-Factory name -> file column) onto the format's own field names."""
-    if not columns:
-        return row
-    out = dict(row)
-    lf_names = fmt.lf_columns if fmt else {}
-    for lf_name, file_col in columns.items():
-        if file_col in row:
-            out[lf_names.get(lf_name, lf_name)] = row[file_col]
-    return out
 
 
 def sample(records: list[T], limit: int | None, seed: int) -> list[T]:
@@ -272,123 +257,3 @@ def split_validation(records: list[T], val_size: float, seed: int = 42) -> tuple
     held = set(random.Random(seed).sample(range(len(records)), n_val))
     train = [r for i, r in enumerate(records) if i not in held]
     return train, [r for i, r in enumerate(records) if i in held]
-
-
-# ---------------------------------------------------------------- which files: plain paths or dataset_info names
-def parse_spec(spec: str) -> tuple[str, int | None]:
-    """'file.json#200' -> ('file.json', 200).
-
-    >>> parse_spec("a.json#5")
-    ('a.json', 5)
-    """
-    name, sep, count = spec.rpartition("#")
-    if not sep:
-        return spec, None
-    if not count.isdigit() or int(count) == 0:
-        raise DataError(
-            f"bad dataset spec {spec!r}: the part after '#' must be a positive row count, got {count!r}"
-        )
-    return name, int(count)
-
-
-def resolve_sources(datasets: Sequence[str], dataset_dir: str | Path | None) -> list[Source]:
-    """Expand comma lists, `#N` and dataset_info.json names into Sources; every bad name is reported at once."""
-    info = _dataset_info(Path(dataset_dir)) if dataset_dir else {}
-    specs = [s.strip() for item in datasets for s in str(item).split(",") if s.strip()]
-    if not specs:
-        raise DataError(
-            "no dataset given.", hint="Pass --dataset FILE (json, jsonl, csv, parquet, txt) or a name."
-        )
-    sources, problems, hints = [], [], []
-    for spec in specs:
-        name, limit = parse_spec(spec)
-        try:
-            sources.append(_source(spec, name, limit, info, dataset_dir))
-        except DataError as e:
-            problems.append(f"{spec}: {e.message}")
-            hints += [e.hint] if e.hint else []
-    if problems:
-        raise DataError("cannot find the dataset(s):", problems, hint=" ".join(dict.fromkeys(hints)) or None)
-    return sources
-
-
-def _source(
-    spec: str, name: str, limit: int | None, info: dict[str, Any], dataset_dir: str | Path | None
-) -> Source:
-    if name in info:
-        entry = info[name]
-        if "file_name" not in entry:
-            hub = entry.get("hf_hub_url") or entry.get("ms_hub_url") or "a hub"
-            raise DataError(
-                f"dataset_info entry {name!r} is hosted on {hub}; temper works offline and reads local files only"
-            )
-        path = Path(dataset_dir or ".") / entry["file_name"]
-        if not path.exists():
-            raise DataError(f"dataset_info entry {name!r} points at {path}, which does not exist")
-        wanted = entry.get("num_samples")  # LLaMA-Factory's per-dataset sample count; `name#N` overrides it
-        if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
-            raise DataError(
-                f"dataset_info entry {name!r}: num_samples must be a positive integer, got {wanted!r}"
-            )
-        return Source(
-            spec,
-            path,
-            limit if limit is not None else wanted,
-            _info_format(entry),
-            dict(entry.get("columns", {})),
-            dict(entry.get("tags", {})),
-        )
-    for candidate in (Path(name), Path(dataset_dir or ".") / name):
-        if candidate.is_file():
-            if candidate.name == "dataset_info.json":
-                local = [k for k, v in _dataset_info(candidate.parent).items() if "file_name" in v]
-                raise DataError(
-                    "LLaMA-Factory's index of datasets, not a dataset",
-                    hint=f"Name its datasets: --dataset-dir {candidate.parent} --dataset NAME[,NAME] (local ones: "
-                    f"{', '.join(local[:12])}{', ...' if len(local) > 12 else ''}).",
-                )
-            if candidate.suffix not in SUFFIXES:
-                raise DataError(
-                    f"{candidate}: unsupported file type {candidate.suffix!r}; expected {', '.join(SUFFIXES)}"
-                )
-            return Source(spec, candidate, limit)
-    known = f" or one of the dataset_info names ({', '.join(list(info)[:12])}, ...)" if info else ""
-    if re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", name) and Path(name).suffix not in SUFFIXES:
-        # ms-swift's `--dataset AI-ModelScope/alpaca-gpt4-data-en#500`: a hub id, which offline cannot be fetched.
-        raise DataError(
-            f"no such file {name!r}: it looks like a ModelScope / Hugging Face dataset id, and temper reads "
-            "local files only (it never downloads)",
-            hint="Download it where a network is (modelscope download --dataset ID, or hf download ID --repo-type "
-            "dataset) and pass the json/jsonl/csv/parquet file, as --dataset FILE#N.",
-        )
-    raise DataError(f"no such file {name!r}; expected a {'/'.join(SUFFIXES)} file{known}")
-
-
-def _dataset_info(dataset_dir: Path) -> dict[str, Any]:
-    path = dataset_dir / "dataset_info.json"
-    if not path.is_file():
-        raise DataError(
-            f"--dataset-dir {dataset_dir}: no dataset_info.json there",
-            hint="Point it at a LLaMA-Factory data dir.",
-        )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: expected an object of dataset name -> entry, got {type(info).__name__}")
-    return info
-
-
-def _info_format(entry: Mapping[str, Any]) -> str:
-    """The converter name for a dataset_info entry (preference/KTO converters come from their recipes)."""
-    columns = entry.get("columns", {})
-    if entry.get("ranking"):
-        return "preference"
-    if "kto_tag" in columns:
-        return "kto"
-    if entry.get("formatting") == "sharegpt":
-        return "sharegpt"
-    if columns and set(columns) <= {"prompt"}:
-        return "text"  # LLaMA-Factory's pre-training sets map only `prompt`
-    return "alpaca"

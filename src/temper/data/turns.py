@@ -1,13 +1,17 @@
-"""One turn of a role list (OpenAI `messages`, LLaMA-Factory `sharegpt`): its text and whether it trains.
+"""One turn of a role list (OpenAI `messages`, LLaMA-Factory `sharegpt`): its text and whether it trains; and
+the shape of the whole conversation (which role may follow which).
 
-Helpers of the converters in formats.py; like them they append (field, message) problems and never raise.
+Helpers of the converters in formats.py; like them they append or return (field, message) problems and never
+raise.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from temper.data.records import Message
 
 
 def kind(value: Any) -> str:
@@ -72,3 +76,56 @@ def turn_loss(turn: Mapping[str, Any], role: str, where: str, p: list[tuple[str,
 
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
+
+
+# Which role may follow which: a tool result answers an assistant's call; the assistant then replies.
+_NEXT = {"user": ("assistant",), "assistant": ("user", "tool"), "tool": ("assistant", "tool")}
+
+
+FieldOf = Callable[[int, str], str]  # (turn index, "role" | "content") -> the field name in the source row
+# How a problem writes a role: (our role, index of the message it is, or None for an expected role) -> text.
+# Role-list formats name the file's own tag too: 'gpt' (assistant).
+ShowRole = Callable[[str, int | None], str]
+
+
+def plain_role(role: str, i: int | None) -> str:
+    return repr(role)
+
+
+def check_turns(
+    messages: list[Message], field_of: FieldOf, container: str, show: ShowRole = plain_role
+) -> list[tuple[str, str]]:
+    """Problems with a conversation's shape: empty, bad role order, empty texts, no final assistant reply.
+
+    >>> check_turns([Message("assistant", "hi")], lambda i, attr: f"messages[{i}].{attr}", "messages")
+    [('messages[0].role', "first turn must be 'user', got 'assistant'")]
+    """
+    if not messages:
+        return [(container, "empty conversation; expected at least a user and an assistant turn")]
+    problems: list[tuple[str, str]] = []
+    if messages[0].role != "user":
+        problems.append(
+            (field_of(0, "role"), f"first turn must be {show('user', None)}, got {show(messages[0].role, 0)}")
+        )
+    for i, (prev, cur) in enumerate(zip(messages, messages[1:], strict=False), start=1):
+        if prev.role in _NEXT and cur.role not in _NEXT[prev.role]:
+            allowed = " or ".join(show(r, None) for r in _NEXT[prev.role])
+            problems.append(
+                (
+                    field_of(i, "role"),
+                    f"after {show(prev.role, i - 1)} expected {allowed}, got {show(cur.role, i)}",
+                )
+            )
+    for i, m in enumerate(messages):
+        if m.role in ("user", "assistant") and not m.content.strip():
+            problems.append((field_of(i, "content"), f"empty {m.role} text"))
+    if messages[-1].role != "assistant":
+        last = len(messages) - 1
+        got = show(messages[-1].role, last)
+        problems.append(
+            (
+                field_of(last, "role"),
+                f"last turn must be {show('assistant', None)} (nothing to learn), got {got}",
+            )
+        )
+    return problems
