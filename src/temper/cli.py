@@ -59,13 +59,16 @@ COMMANDS: dict[str, ModuleType] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: argparse would otherwise take `--dataset` for `--dataset-dir` (any unique prefix of an
+    # option), silently, where the verb has only the longer option.
     parser = argparse.ArgumentParser(
         prog="temper",
         description="Fine-tune, evaluate, export and serve language models, offline on a CPU or on GPUs.",
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name, module in COMMANDS.items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(p)
     return parser
 

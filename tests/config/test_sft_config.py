@@ -88,6 +88,12 @@ def test_an_unknown_key_suggests_the_closest_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="typo.yaml: unknown key 'learnig_rate'") as err:
         SFTConfig.from_sources(path, [])
     assert "`learning_rate`" in str(err.value.hint)
+    # Several typos are reported together, each with its own suggestion (only the first used to be).
+    path.write_text("lora_rnak: 8\nlearning_rat: 1.0e-4\nnum_train_epochs: 1\n")
+    with pytest.raises(ConfigError, match="unknown keys 'lora_rnak', 'learning_rat'") as err:
+        SFTConfig.from_sources(path, [])
+    assert "'lora_rnak': Did you mean `lora_rank`?" in str(err.value.hint)
+    assert "'learning_rat': Did you mean `learning_rate`?" in str(err.value.hint)
 
 
 def test_a_key_given_twice_in_a_yaml_file_is_an_error(tmp_path: Path) -> None:

@@ -216,6 +216,7 @@ class ComposedConfig:
         keys = cls.keys()  # type: ignore[attr-defined]
         per_section: dict[str, dict[str, Any]] = {attr: {} for attr in cls.SECTIONS}  # type: ignore[attr-defined]
         passed: list[str] = []
+        unknown: list[tuple[str, str]] = []  # (key as given, closest-key hint)
         values, notes = whole_config_keys({str(k): v for k, v in values.items()})
         given = set(values)
         values, optim_notes = optimizer_keys(values)
@@ -237,10 +238,19 @@ class ComposedConfig:
                 passed += [key] if raw_key in given else []
                 continue
             if key not in keys:
-                hint = _closest_key_hint(key, list(keys))
-                raise ConfigError(f"{source}: unknown key {raw_key!r}.", hint=hint, key=str(raw_key))
+                unknown.append((str(raw_key), _closest_key_hint(key, list(keys))))
+                continue
             attr, f = keys[key]
             per_section[attr][key] = coerce(cls.__name__, key, f.type, value, f.metadata.get("split", True))
+        if len(unknown) == 1:
+            (raw, hint), *_ = unknown
+            raise ConfigError(f"{source}: unknown key {raw!r}.", hint=hint, key=raw)
+        if unknown:  # all at once: one fix-and-rerun round instead of one per typo
+            raise ConfigError(
+                f"{source}: unknown keys {', '.join(repr(raw) for raw, _ in unknown)}.",
+                hint=" ".join(f"{raw!r}: {hint}" for raw, hint in unknown),
+                key=unknown[0][0],
+            )
         if passed:
             notes.append(f"passed to the Trainer as given: {', '.join(passed)}")
         sections = {attr: sec(**per_section[attr]) for attr, sec in cls.SECTIONS.items()}  # type: ignore[attr-defined]
