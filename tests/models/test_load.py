@@ -112,3 +112,33 @@ def test_auto_dtype_picks_the_faster_matmul_on_this_cpu() -> None:
     assert cpu_bf16_speedup() > 0
     assert bf16_supported() == (ratio > 1), (ratio, cpu_bf16_speedup())
     assert pick_dtype("auto") == (torch.bfloat16 if ratio > 1 else torch.float32)
+
+
+def test_the_gguf_cache_is_keyed_by_content_and_sheds_entries_whose_files_are_gone(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same GGUF in two places (two venvs, two clones) converts once; entries nothing leads to any more are
+    removed at the next conversion. The cache used to key on the path and keep everything (13 GB seen)."""
+    from temper.cli import main
+    from temper.models.gguf import evict_stale
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["export", str(tiny_llama_dir), "--gguf", "f16", "--output-dir", str(tmp_path / "g")]) == 0
+    (made,) = (tmp_path / "g").glob("*.gguf")
+    copies = [tmp_path / venv / "model.gguf" for venv in ("venv1", "venv2")]
+    for copy in copies:
+        copy.parent.mkdir()
+        shutil.copy(made, copy)
+    converted = resolve(str(copies[0])).path
+    assert resolve(str(copies[1])).path == converted  # one conversion for both
+    assert converted.is_relative_to(tmp_path / "cache")
+    old = converted.parent / "model-0123456789abcdef"  # the path-keyed layout: nothing reads it any more
+    old.mkdir()
+    (old / "temper_source.json").write_text(json.dumps({"gguf": str(copies[0])}))
+    assert evict_stale(converted.parent, keep=tmp_path) == [old.name]  # kept while a copy exists
+    shutil.rmtree(copies[0].parent)
+    assert evict_stale(converted.parent, keep=tmp_path) == []  # venv2's copy still leads to it
+    shutil.rmtree(copies[1].parent)
+    assert evict_stale(converted.parent, keep=tmp_path) == [converted.name]
+    assert sorted(p.name for p in converted.parent.iterdir()) == ["by-path"]
+    assert list((converted.parent / "by-path").iterdir()) == []  # its path markers went with it
