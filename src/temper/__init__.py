@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from temper.config import SFTConfig
@@ -27,7 +28,7 @@ def train_sft(cfg: SFTConfig) -> Any:
     return _train(cfg)
 
 
-def load_model(name: str, dtype: str = "auto") -> tuple[Any, Any]:
+def load_model(name: str | os.PathLike[str], dtype: str = "auto") -> tuple[Any, Any]:
     """(model, tokenizer) from a bundled alias, HF dir or cached hub id, .gguf file, run dir or adapter dir
     (adapters attached)."""
     from temper.models.load import load_causal_lm

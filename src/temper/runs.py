@@ -26,10 +26,27 @@ MANIFEST = RUN_MANIFEST
 METRICS = "metrics.jsonl"
 
 
+def _new_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def match_umask(folder: Path, recursive: bool = False) -> None:
+    """Give owner-only files in `folder` the mode new files get under the user's umask (usually 0644), as every
+    other file of a run has: safetensors (0.8) writes its files through a 0600 temp file, so weights were the
+    one thing another user of a shared machine (or a server under another account) could not read."""
+    mode = _new_file_mode()
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600 != mode:
+            os.chmod(path, mode)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temp file + rename so that a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, _new_file_mode())  # mkstemp makes it 0600
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False, default=str)
     os.replace(tmp, path)
@@ -84,6 +101,19 @@ def write_manifest(run_dir: Path, kind: str, base_model: str, weights: str, **ex
     }
     write_json_atomic(run_dir / MANIFEST, manifest)
     return manifest
+
+
+def kept_result(run_dir: Path, resume: str | None) -> dict[str, Any]:
+    """{"result": ...} from the run dir's manifest when resuming, for the manifest a resumed run writes before
+    it trains: until the run writes its own, its last result stays (the engine reads it to tell a finished run
+    from one with steps left). Empty for a fresh run."""
+    if not resume or resume.lower() in ("none", "false", "no"):
+        return {}
+    try:
+        result = json.loads((run_dir / MANIFEST).read_text()).get("result")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"result": result} if result is not None else {}
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

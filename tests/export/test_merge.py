@@ -42,6 +42,8 @@ def test_merge_matches_adapter_model(
     assert saved["files"]["model.safetensors"] == sha256_file(out / "model.safetensors")
     assert verify_export(out) == []
     assert not list(out.glob("*.bin")) and not list(out.glob("adapter_*"))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] != 0o600, modes  # not owner-only
 
 
 def test_merge_without_adapter_is_a_clear_error(

@@ -52,6 +52,13 @@ def test_sft_lora_learns_and_writes_run_dir(tiny_llama_dir: Path, tmp_path: Path
     for name in ("config.yaml", "temper_run.json", "metrics.jsonl", "loss.png", "adapter_model.safetensors",
                  "adapter_config.json", "tokenizer_config.json"):  # fmt: skip
         assert (out / name).exists(), name
+    # Weights and manifest are as readable as the rest (safetensors and temp files write 0600).
+    modes = {
+        name: (out / name).stat().st_mode & 0o777 for name in ("adapter_model.safetensors", "temper_run.json")
+    }
+    assert set(modes.values()) == {(out / "tokenizer_config.json").stat().st_mode & 0o777}, modes
+    ckpt = out / "checkpoint-12"
+    assert (ckpt / "adapter_model.safetensors").stat().st_mode & 0o777 == modes["temper_run.json"] != 0o600
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means it trained
@@ -59,6 +66,11 @@ def test_sft_lora_learns_and_writes_run_dir(tiny_llama_dir: Path, tmp_path: Path
     assert manifest["weights"] == "adapter" and manifest["base_model"] == str(tiny_llama_dir.resolve())
     assert manifest["result"]["global_step"] == 12 == result.global_step
     assert result.tokens_per_second > 0
+    # The Python API reads the run dir it returned, a Path (README's snippet; only str used to resolve).
+    import temper
+
+    model, _ = temper.load_model(result.run_dir)
+    assert sum("lora_B" in name for name, _ in model.named_parameters()) > 0
 
 
 class CrashAt(TrainerCallback):
@@ -130,12 +142,13 @@ def test_existing_run_dir_is_not_clobbered(tiny_llama_dir: Path, tmp_path: Path)
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(TemperError, match="already holds a run"):
-        train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1"))
-    assert (out / "keep.txt").read_text() == "precious"
+    for resume in ((), ("--resume", "auto")):  # nothing to resume in someone's own folder either
+        with pytest.raises(TemperError, match=r"is not empty and holds no temper run \(keep.txt\)"):
+            train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1", *resume))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
     (out / "keep.txt").unlink()
     (out / "config.yaml").write_text("# my own config\n")  # a user's file, not a run that never started
-    with pytest.raises(TemperError, match="already holds a run"):
+    with pytest.raises(TemperError, match="holds no temper run"):
         train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "1"))
     assert (out / "config.yaml").read_text() == "# my own config\n"
 
@@ -361,12 +374,17 @@ def test_resuming_with_other_options_or_data_says_so(
     out = tmp_path / "run"
     train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2", "--save-steps", "2"))
     capsys.readouterr()
-    # Same options and data: nothing to say.
-    train_sft(
+    # Same options and data: nothing to say, and nothing to train: the finished run keeps its result and log.
+    manifest, metrics = read_manifest(out), (out / "metrics.jsonl").read_text()
+    again = train_sft(
         make_cfg(tiny_llama_dir, data, out, "--max-steps", "2", "--save-steps", "2", "--resume", "auto")
     )
-    err = capsys.readouterr().err
-    assert "resuming with options" not in err and "data files changed" not in err
+    captured = capsys.readouterr()
+    assert "resuming with options" not in captured.err and "data files changed" not in captured.err
+    assert "already complete: this run finished at step 2 of 2" in captured.out
+    assert again.already_complete and again.train_loss == manifest["result"]["train_loss"] > 0
+    assert read_manifest(out)["result"] == manifest["result"]  # it used to become a loss of 0 over 0 tokens
+    assert (out / "metrics.jsonl").read_text() == metrics
     # Extend the run with another learning rate on edited data; where it logs and saves does not count.
     write_rows(data, 9)
     extra = ("--max-steps", "4", "--lr", "1e-3", "--save-steps", "1", "--resume", "auto")
@@ -383,3 +401,29 @@ def test_resuming_with_other_options_or_data_says_so(
     (line,) = resume_changes(out, "auto", settings, fingerprint, world_size=2)
     assert line.startswith("warning: this run was started on 1 process(es) and resumes on 2.")
     assert resume_changes(out, None, settings, fingerprint, world_size=2) == []
+
+
+def test_an_extended_run_trains_its_next_step_on_the_new_schedule(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """A finished 2-step run resumed to 4 steps: the optimizer state saved at step 2 carries the old linear
+    schedule's final learning rate (0); step 3 must use the new schedule's, as a 4-step run from the start does."""
+    data = write_rows(tmp_path / "rows.jsonl", 16)
+    common = ("--lr-scheduler-type", "linear", "--save-steps", "1")
+    train_sft(make_cfg(tiny_llama_dir, data, tmp_path / "straight", "--max-steps", "4", *common))
+    out = tmp_path / "extended"
+    train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "2", *common))
+    result = train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "4", *common, "--resume", "auto"))
+    want = {r["step"]: r["learning_rate"] for r in read_metrics(tmp_path / "straight") if "loss" in r}
+    got = {r["step"]: r["learning_rate"] for r in read_metrics(out) if "loss" in r}
+    assert got[3] == pytest.approx(want[3]) and got[3] > 0, (got, want)  # it was 0
+    assert got[4] == pytest.approx(want[4]) and result.global_step == 4
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from temper.errors import TemperError
+
+    out = tmp_path / "runs" / "never"
+    with pytest.raises(TemperError, match="missing.jsonl"):
+        train_sft(make_cfg(tiny_llama_dir, tmp_path / "missing.jsonl", out, "--max-steps", "1"))
+    assert not out.exists()  # it used to be created empty before the data was read

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from temper.errors import TemperError
-from temper.runs import library_versions, write_json_atomic
+from temper.runs import library_versions, match_umask, write_json_atomic
 
 EXPORT_MANIFEST = "temper_export.json"
 
@@ -50,6 +50,7 @@ def write_export_manifest(
         **extra,
     }
     write_json_atomic(out_dir / EXPORT_MANIFEST, manifest)
+    match_umask(out_dir, recursive=True)
     return manifest
 
 

@@ -265,10 +265,10 @@ def _hub_snapshot(repo_id: str) -> tuple[Path | None, Path]:
     return (snapshot if (snapshot / "config.json").exists() else None), where
 
 
-def load_tokenizer(ref: ModelRef | str) -> Any:
+def load_tokenizer(ref: ModelRef | str | os.PathLike[str]) -> Any:
     from transformers import AutoTokenizer
 
-    ref = resolve(ref) if isinstance(ref, str) else ref
+    ref = ref if isinstance(ref, ModelRef) else resolve(ref)
     # A run dir (or a peer's adapter dir) saves the tokenizer, with the chat template it trained with, next to
     # its adapter; prefer that copy.
     own = ref.run_dir or ref.adapter_dir
@@ -302,7 +302,7 @@ def refuse_reward_model(ref: ModelRef) -> None:
 
 
 def load_causal_lm(
-    ref: ModelRef | str,
+    ref: ModelRef | str | os.PathLike[str],
     dtype: str = "auto",
     adapters: dict[str, Path] | None = None,
     attn_implementation: str = "sdpa",
@@ -321,7 +321,7 @@ def load_causal_lm(
 
     from temper.models.attention import pick_attention
 
-    ref = resolve(ref) if isinstance(ref, str) else ref
+    ref = ref if isinstance(ref, ModelRef) else resolve(ref)
     refuse_reward_model(ref)
     if _export_method(ref.path) == "int8":
         # Weight-only int8 exports hold int8 tensors + scales that from_pretrained cannot read.

@@ -36,7 +36,7 @@ from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
 from temper.objectives.simpo import simpo_loss
 from temper.recipes.sft import _summary
-from temper.runs import data_fingerprint, write_manifest
+from temper.runs import data_fingerprint, kept_result, match_umask, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
 from temper.training.launch import main_process_first
@@ -357,7 +357,7 @@ def finish_run(
         **({"base_config_overrides": ref.overrides} if ref.overrides else {}),
     }
     base = ref.base_for_new_run()
-    write_manifest(run_dir, kind, base, weights, **extra)
+    write_manifest(run_dir, kind, base, weights, **extra, **kept_result(run_dir, cfg.train.resume))
     if eval_before:
         shown = ", ".join(
             f"{k} {v:.3f}" for k, v in eval_before.items() if k.startswith(("loss", "rewards/"))
@@ -375,11 +375,14 @@ def finish_run(
         loss_fn=loss_fn,
         save_model=weights == "adapter" or not merged,
     )
+    if result.already_complete:  # nothing trained: the run dir keeps its result
+        return result
     if weights == "full" and merged:
         # Adapters cannot be stacked at inference, so the merged start + this run's adapter become one model.
         full = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
         full.save_pretrained(run_dir, safe_serialization=True)
         tokenizer.save_pretrained(run_dir)
+        match_umask(run_dir)
     write_manifest(run_dir, kind, base, weights, **extra, result=_summary(result))
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if k.startswith("eval_"))
     next_command = (

@@ -42,7 +42,7 @@ from temper.models.dtype import pick_dtype
 from temper.models.load import load_causal_lm, resolve_model
 from temper.models.rope import with_rope
 from temper.objectives.sft import sft_loss, unwrap_model
-from temper.runs import data_fingerprint, write_manifest
+from temper.runs import data_fingerprint, kept_result, write_manifest
 from temper.training import badam
 from temper.training.checkpoint import check_output_dir, resume_changes
 from temper.training.engine import TrainResult, train, use_bf16
@@ -82,7 +82,6 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         if state.is_main_process:  # one explanation, not one per process
             console.print(line, markup=False, highlight=False)
     state.wait_for_everyone()
-    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -201,6 +200,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     # 5. Run directory contract: config + manifest first, so a crashed run is still identifiable and resumable.
     if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad dataset or model leaves no empty folder
         cfg.save_yaml(run_dir / "config.yaml")
     manifest_extra = {
         "seed": cfg.train.seed,
@@ -214,7 +214,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     }
     weights = "adapter" if cfg.tune.tuning == "lora" else "full"
     if state.is_main_process:
-        write_manifest(run_dir, "sft", ref.base_for_new_run(continues), weights, **manifest_extra)
+        kept = kept_result(run_dir, cfg.train.resume)
+        write_manifest(run_dir, "sft", ref.base_for_new_run(continues), weights, **manifest_extra, **kept)
 
     # 6. Train.
     result = train(
@@ -239,6 +240,8 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         extra_args=trainer_kwargs(cfg.dist, cfg.tune.tuning),
         callbacks=[*callbacks, *_generation_eval(cfg, val_records, run_dir)],
     )
+    if result.already_complete:  # nothing trained: the run dir keeps its result
+        return result
     if state.is_main_process:
         if cfg.tune.pissa_init:
             convert_pissa(model, run_dir)

@@ -16,8 +16,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from temper.runs import match_umask
 from temper.training.checkpoint import COMPLETE_MARKER
 
 
@@ -208,7 +210,52 @@ class CheckpointMarker(TrainerCallback):
             return
         ckpt = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
+            match_umask(ckpt)
             (ckpt / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+class RunComplete(Exception):
+    """A resumed run whose checkpoint already reached the steps this invocation would train to."""
+
+    def __init__(self, step: int, max_steps: int) -> None:
+        super().__init__(f"step {step} of {max_steps}")
+        self.step, self.max_steps = step, max_steps
+
+
+class StopIfComplete(TrainerCallback):
+    """Raises RunComplete before the first step when there is nothing left to train.
+
+    The Trainer would run zero steps and report a train loss of 0 over 0 tokens, which the run's manifest and
+    metrics.jsonl would then keep in place of the real result. Added only for a finished run being resumed."""
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.global_step >= state.max_steps > 0:
+            raise RunComplete(state.global_step, state.max_steps)
+
+
+class ResumeSchedule(TrainerCallback):
+    """A resumed run's first step uses its own schedule's learning rate, not the one its checkpoint stopped at.
+
+    The optimizer's saved state carries the learning rate of the step it was saved after; the Trainer's
+    schedule (a LambdaLR, rebuilt for this invocation's max_steps) only sets a new one after the next step. With
+    an unchanged max_steps the two agree; a run extended from 2 to 4 steps on a linear schedule would train its
+    step 3 at the old schedule's end, lr 0, instead of the new one's."""
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        optimizer, scheduler = kw.get("optimizer"), kw.get("lr_scheduler")
+        if state.global_step == 0 or optimizer is None or not isinstance(scheduler, LambdaLR):
+            return
+        step = scheduler.last_epoch
+        lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+        if len(lrs) != len(optimizer.param_groups):  # groups added after the schedule was made: leave them
+            return
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = lrs  # what the Trainer logs as this step's learning rate
 
 
 class StopOnSignal(TrainerCallback):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from temper.errors import TemperError, first_line
+from temper.models.load import RUN_MANIFEST
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Written into checkpoint-N/ by callbacks.CheckpointMarker after the Trainer's last file of that checkpoint.
@@ -58,13 +59,40 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> str | None:
     return str(path)
 
 
+def finished_result(run_dir: Path, resume: str | None) -> dict[str, Any] | None:
+    """The manifest's result when `resume` is the checkpoint a run finished at (its result was written after
+    it, at the same step, and not by a signal's early stop); None otherwise."""
+    if resume is None:
+        return None
+    try:
+        result = json.loads((run_dir / "temper_run.json").read_text()).get("result")
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or result.get("stopped_at") is not None:
+        return None
+    return result if result.get("global_step") == state.get("global_step") else None
+
+
 def check_output_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
     """A non-empty run dir is only reused when resuming or when the user says so explicitly, or when it holds
     only what a run writes before its first step (config.yaml and a manifest without a result): that run stopped
     before training (a bad option, Ctrl-C while loading) and left nothing to lose."""
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return
-    if resume or overwrite or never_started(run_dir):
+    if overwrite or never_started(run_dir):
+        return
+    names = sorted(p.name for p in run_dir.iterdir())
+    if RUN_MANIFEST not in names and not any(_CKPT.match(n) for n in names):
+        # Someone's own folder: "already holds a run" and a --resume auto hint would be wrong (and that resume
+        # would start a fresh run among their files).
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise TemperError(
+            f"output_dir {str(run_dir)!r} is not empty and holds no temper run ({shown}).",
+            hint="Pick a new or empty --output-dir (temper creates it); --overwrite-output-dir true writes the run "
+            "among these files.",
+        )
+    if resume:
         return
     raise TemperError(
         f"output_dir {str(run_dir)!r} already holds a run.",

@@ -33,17 +33,26 @@ from temper.errors import ConfigError
 from temper.models.compile import compile_blocks
 from temper.models.dtype import bf16_supported
 from temper.models.norm import fuse_rms_norms
+from temper.runs import match_umask
 from temper.training import optimizers
 from temper.training.callbacks import (
     CheckpointMarker,
     MetricsLog,
+    ResumeSchedule,
     RichProgress,
+    RunComplete,
+    StopIfComplete,
     StopOnSignal,
     TokenMeter,
     plot_metrics,
     trim_metrics,
 )
-from temper.training.checkpoint import find_resume_checkpoint, out_of_space_is_an_error, warn_if_disk_is_short
+from temper.training.checkpoint import (
+    find_resume_checkpoint,
+    finished_result,
+    out_of_space_is_an_error,
+    warn_if_disk_is_short,
+)
 from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -60,6 +69,7 @@ class TrainResult:
     peak_rss_mb: float = 0.0
     resumed_from: str | None = None
     stopped_at: int | None = None  # set when a signal (the board's stop, Ctrl-C) ended training early
+    already_complete: bool = False  # resumed at the step it had finished at: nothing trained, nothing written
 
 
 class TemperTrainer(Trainer):
@@ -316,7 +326,10 @@ def train(
         fuse_rms_norms(model)  # inductor fuses the norm itself under compile; on GPU transformers' stays
     meter = TokenMeter()
     stopper = StopOnSignal()
+    finished = finished_result(run_dir, resume)
     cbs: list[TrainerCallback] = [
+        *([StopIfComplete()] if finished else []),  # first: nothing else starts when there is nothing to do
+        ResumeSchedule(),
         RichProgress(meter),
         MetricsLog(run_dir, meter),
         CheckpointMarker(),
@@ -352,18 +365,22 @@ def train(
 
     if trainer.is_world_process_zero():
         warn_if_disk_is_short(run_dir, model)
-    with (
-        out_of_space_is_an_error(run_dir, lambda: trainer.state.global_step),
-        disable_input_dtype_casting(model, active=args.bf16),
-        optimizers.optimizer_state_classes(cfg.optim),
-    ):
-        out = trainer.train(resume_from_checkpoint=resume)
-        metrics = dict(out.metrics)
-        if eval_dataset is not None and stopper.fired_at is None:  # a stopped run should stop quickly
-            metrics.update(final_eval(trainer, out.global_step))
-        if save_model and trainer.is_world_process_zero():
-            trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
-            tokenizer.save_pretrained(run_dir)
+    try:
+        with (
+            out_of_space_is_an_error(run_dir, lambda: trainer.state.global_step),
+            disable_input_dtype_casting(model, active=args.bf16),
+            optimizers.optimizer_state_classes(cfg.optim),
+        ):
+            out = trainer.train(resume_from_checkpoint=resume)
+            metrics = dict(out.metrics)
+            if eval_dataset is not None and stopper.fired_at is None:  # a stopped run should stop quickly
+                metrics.update(final_eval(trainer, out.global_step))
+            if save_model and trainer.is_world_process_zero():
+                trainer.save_model(str(run_dir))  # adapter only for peft models; safetensors
+                tokenizer.save_pretrained(run_dir)
+                match_umask(run_dir)
+    except RunComplete as done:
+        return _already_complete(run_dir, finished or {}, done, resume, trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png")
     return TrainResult(
@@ -376,6 +393,29 @@ def train(
         peak_rss_mb=peak_rss_mb(),
         resumed_from=resume,
         stopped_at=stopper.fired_at,
+    )
+
+
+def _already_complete(
+    run_dir: Path, result: dict[str, Any], done: RunComplete, resume: str | None, main: bool
+) -> TrainResult:
+    """The finished run's own result, untouched; recipes see `already_complete` and write nothing."""
+    if main:
+        print(
+            f"already complete: this run finished at step {done.step} of {done.max_steps}, so there is nothing to "
+            "train. To train further, raise --max-steps (or --num-train-epochs) and keep --resume auto.",
+            flush=True,
+        )
+    return TrainResult(
+        run_dir=run_dir,
+        global_step=done.step,
+        train_loss=float(result.get("train_loss", 0.0)),
+        metrics=dict(result.get("metrics") or {}),
+        tokens_per_second=float(result.get("tokens_per_second", 0.0)),
+        tokens=int(result.get("tokens", 0)),
+        peak_rss_mb=peak_rss_mb(),
+        resumed_from=resume,
+        already_complete=True,
     )
 
 
