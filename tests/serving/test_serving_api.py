@@ -152,6 +152,13 @@ def test_every_error_status(server: LiveServer, client: Any) -> None:
     _error(_post(server, "/v1/completions", {"model": "base", "prompt": "hi", "max_tokens": 5000}), 400)
     for bad in ({"temperature": -1}, {"top_p": 2}, {"n": 2}, {"max_tokens": 0}, {"messages": []}):
         assert _error(_post(server, "/v1/chat/completions", ok | bad), 422)["param"] == next(iter(bad))
+    # Asked-for features the server does not have are refused by name (they used to be ignored in silence).
+    for bad in ({"logprobs": True, "top_logprobs": 2}, {"response_format": {"type": "json_object"}}):
+        err = _error(_post(server, "/v1/chat/completions", ok | bad), 422)
+        assert err["param"] == next(iter(bad)) and "not" in err["message"], err
+    assert _error(_post(server, "/v1/completions", {"model": "base", "prompt": "hi", "logprobs": 2}), 422)
+    for fine in ({"logprobs": False}, {"response_format": {"type": "text"}}):
+        assert _post(server, "/v1/chat/completions", ok | fine).status_code == 200
     _error(
         _post(server, "/v1/chat/completions", ok | {"messages": [{"role": "wizard", "content": "x"}]}), 422
     )
@@ -208,3 +215,67 @@ def test_queue_full_is_429_and_a_disconnected_stream_frees_its_slot(small_server
     assert eng.batcher.cancelled == cancelled_before + 1
     health = httpx.get(live.url + "/health").json()
     assert health["active"] == 0 and health["queued"] == 0
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tools_and_tool_calls_are_rendered_as_training_renders_them(client: Any, engine: Engine) -> None:
+    """`tools` and an assistant turn's `tool_calls` reach the prompt (they were dropped: the same prompt tokens
+    as without them), in the form a sharegpt function_call row trains on."""
+    from temper.data.templates import render_prompt
+
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    plain = client.chat.completions.create(model="base", messages=ask, max_tokens=1)
+    with_tools = client.chat.completions.create(model="base", messages=ask, tools=[WEATHER], max_tokens=1)
+    rendered = render_prompt(engine.tokenizer, ask, add_generation_prompt=True, tools=[WEATHER])
+    assert "get_weather" in rendered
+    assert with_tools.usage.prompt_tokens == len(
+        engine.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    )
+    assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens
+    none = client.chat.completions.create(
+        model="base", messages=ask, tools=[WEATHER], tool_choice="none", max_tokens=1
+    )
+    assert none.usage.prompt_tokens == plain.usage.prompt_tokens
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    history = [
+        *ask,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    r = client.chat.completions.create(model="base", messages=history, tools=[WEATHER], max_tokens=1)
+    turns = [
+        *ask,
+        {"role": "assistant", "content": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+        history[2],
+    ]
+    want = render_prompt(engine.tokenizer, turns, add_generation_prompt=True, tools=[WEATHER])
+    assert r.usage.prompt_tokens == len(engine.tokenizer(want, add_special_tokens=False)["input_ids"])
+
+
+def test_an_answer_that_calls_a_tool_comes_back_as_tool_calls() -> None:
+    from temper.serving.protocol import chat_response, parse_tool_calls
+
+    one = parse_tool_calls(' {"name": "get_weather", "arguments": {"city": "Paris"}}\n', [WEATHER])
+    assert one is not None and len(one) == 1 and one[0]["type"] == "function"
+    assert one[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    two = parse_tool_calls('[{"name": "get_weather", "arguments": "{}"}, {"name": "get_weather"}]', [WEATHER])
+    assert two is not None and [c["function"]["arguments"] for c in two] == ["{}", "{}"]
+    for not_a_call in ('{"name": "other_tool", "arguments": {}}', "It is sunny.", "[]", '{"arguments": {}}'):
+        assert parse_tool_calls(not_a_call, [WEATHER]) is None, not_a_call
+    assert parse_tool_calls('{"name": "get_weather", "arguments": {}}', None) is None  # no tools: just text
+    body = chat_response("id", "m", "x", "stop", 1, 1, one)
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": None, "tool_calls": one}

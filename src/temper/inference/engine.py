@@ -165,9 +165,10 @@ class Engine:
             hint="Pass one of these ids or 'base' (a server takes more adapters: temper serve --adapter NAME=RUN_DIR).",
         )
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Token ids of `messages` rendered with the training chat template plus the generation prompt."""
-        return encode_prompt(self.tokenizer, render_messages(self.tokenizer, messages))
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[Any] | None = None) -> list[int]:
+        """Token ids of `messages` (and `tools`) rendered with the training chat template plus the generation
+        prompt."""
+        return encode_prompt(self.tokenizer, render_messages(self.tokenizer, messages, tools))
 
     def text_prompt(self, prompt: str) -> list[int]:
         """Token ids of a raw completion prompt (BOS added when the tokenizer normally adds one)."""

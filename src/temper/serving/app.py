@@ -85,7 +85,7 @@ def create_app(
     async def chat(request: Request) -> Any:
         req: P.ChatRequest = await parse(request, P.ChatRequest)
         adapter = engine.adapter_for(req.model)
-        ids = engine.chat_prompt([m.as_dict() for m in req.messages])
+        ids = engine.chat_prompt([m.as_dict() for m in req.messages], req.tool_list())
         return await _generate(request, engine, req, ids, adapter, default_max_tokens, chat=True)
 
     @app.post("/v1/completions", response_model=None)
@@ -178,10 +178,12 @@ async def _generate(
         body = _sse(request, events, handle, rid, req.model, chat, req.include_usage)
         return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     text, last = await _collect(request, events, handle)
-    build = P.chat_response if chat else P.completion_response
-    return build(
-        rid, req.model, text, last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens
-    )
+    finish, pt, ct = last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens
+    if isinstance(req, P.ChatRequest):
+        return P.chat_response(
+            rid, req.model, text, finish, pt, ct, P.parse_tool_calls(text, req.tool_list())
+        )
+    return P.completion_response(rid, req.model, text, finish, pt, ct)
 
 
 async def _collect(

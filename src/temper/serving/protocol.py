@@ -1,7 +1,10 @@
 """OpenAI-shaped request models and response builders for the HTTP server.
 
 Requests are validated with pydantic: a value out of range (temperature -1, top_p 2) is a 422 naming the field.
-Unknown fields are ignored, as OpenAI clients send optional ones we do not use (logprobs=false, user, ...).
+Unknown fields are ignored, as OpenAI clients send optional ones we do not use (user, ...); those whose
+absence would change the answer's meaning (logprobs, a JSON response_format) are refused by name when asked for.
+`tools` are rendered into the prompt as training renders them, and a non-streamed answer that is a call to one
+of them in the training data's form comes back as `tool_calls`.
 Responses are plain dicts in OpenAI's shapes, built by the small functions at the bottom.
 
 Example:
@@ -12,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -30,9 +34,20 @@ class ContentPart(_Lenient):
     text: str
 
 
+class FunctionCall(_Lenient):
+    name: str
+    arguments: str = "{}"  # OpenAI sends the arguments as a JSON string
+
+
+class ToolCall(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
 
     def as_dict(self) -> dict[str, str]:
         # "developer" is OpenAI's new name for the system role.
@@ -40,7 +55,22 @@ class ChatMessage(_Lenient):
         content = (
             self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
         )
+        if self.tool_calls and not content:
+            # An assistant turn that called tools reads as the training data writes it (a sharegpt
+            # function_call turn): {"name": ..., "arguments": {...}}, a list when it called several.
+            calls = [
+                {"name": c.function.name, "arguments": _json_or_text(c.function.arguments)}
+                for c in self.tool_calls
+            ]
+            content = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
         return {"role": role, "content": content}
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class StreamOptions(_Lenient):
@@ -64,6 +94,28 @@ class _Sampling(_Lenient):
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Asked for, these would otherwise be ignored in silence (unknown fields are): refused by name instead.
+    logprobs: bool | int | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _check_logprobs(cls, v: bool | int | None) -> bool | int | None:
+        if v:
+            raise ValueError(
+                "temper serve does not return log-probabilities; send logprobs false or leave it out"
+            )
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _check_format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v and v.get("type", "text") != "text":
+            raise ValueError(
+                f"response_format {v.get('type')!r} (constrained JSON output) is not supported by temper serve; "
+                "ask for JSON in the prompt and parse the answer, or leave response_format out"
+            )
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -93,6 +145,40 @@ class _Sampling(_Lenient):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = (
+        None  # rendered as training renders a row's tools (data/templates.py)
+    )
+    tool_choice: Any = None
+
+    def tool_list(self) -> list[dict[str, Any]] | None:
+        """The tools to render: none when the request says tool_choice "none"."""
+        return None if self.tool_choice == "none" else self.tools or None
+
+
+def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The answer as OpenAI tool_calls when it is a call in the training data's form ({"name", "arguments"}, or a
+    list of them) to one of the request's tools; None for any other answer (it stays the message content)."""
+    names = {str((t.get("function") or t).get("name")) for t in tools or []}
+    try:
+        parsed = json.loads(text.strip())
+    except ValueError:
+        return None
+    calls = parsed if isinstance(parsed, list) else [parsed]
+    if not names or not calls or not all(isinstance(c, dict) and c.get("name") in names for c in calls):
+        return None
+    return [
+        {
+            "id": new_id("call"),
+            "type": "function",
+            "function": {
+                "name": c["name"],
+                "arguments": c["arguments"]
+                if isinstance(c.get("arguments"), str)
+                else json.dumps(c.get("arguments", {}), ensure_ascii=False),
+            },
+        }
+        for c in calls
+    ]
 
 
 class CompletionRequest(_Sampling):
@@ -130,20 +216,18 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def chat_response(rid: str, model: str, text: str, finish: str, pt: int, ct: int) -> dict[str, Any]:
+def chat_response(
+    rid: str, model: str, text: str, finish: str, pt: int, ct: int, calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
     return {
         "id": rid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
         "usage": usage(pt, ct),
     }
 
