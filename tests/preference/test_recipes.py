@@ -112,6 +112,20 @@ def test_dpo_lora_reference_is_the_policy_with_adapters_off(
     assert type(model).__name__ == "PeftModelForCausalLM"
 
 
+def test_a_preference_run_on_a_lora_run_says_it_merges_and_saves_full_weights(
+    tiny_llama_dir: Path, pairs_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = tmp_path / "start"
+    train_rlhf(cfg_for("dpo", tiny_llama_dir, pairs_file, start, "--max-steps", "1", "--val-size", "0"))
+    capsys.readouterr()
+    out = tmp_path / "on-top"
+    train_rlhf(cfg_for("dpo", start, pairs_file, out, "--max-steps", "1", "--val-size", "0"))
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{start}'s LoRA adapter merged into its base" in said  # it used to save full weights unannounced
+    assert "a new LoRA trains on top, and the run saves full weights" in said
+    assert read_manifest(out)["weights"] == "full" and (out / "model.safetensors").exists()
+
+
 def test_precomputed_reference_equals_the_live_one(tiny_llama_dir: Path) -> None:
     tok = prepare_tokenizer(load_tokenizer(str(tiny_llama_dir)))
     model, _ = load_causal_lm(str(tiny_llama_dir), dtype="fp32")

@@ -381,7 +381,7 @@ def test_resuming_with_other_options_or_data_says_so(
     )
     captured = capsys.readouterr()
     assert "resuming with options" not in captured.err and "data files changed" not in captured.err
-    assert "already complete: this run finished at step 2 of 2" in captured.out
+    assert "already complete: this run finished at step 2 of 2" in captured.err
     assert again.already_complete and again.train_loss == manifest["result"]["train_loss"] > 0
     assert read_manifest(out)["result"] == manifest["result"]  # it used to become a loss of 0 over 0 tokens
     assert (out / "metrics.jsonl").read_text() == metrics

@@ -230,6 +230,15 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
     merged = bool(ref.adapters)
     if merged:
         model = model.merge_and_unload()
+        # Said, as SFT says it continues an adapter: the start differs from SFT's and so do the saved files.
+        console.print(
+            f"[bold]start[/] {ref.name}'s LoRA adapter merged into its base: that model is the reference, "
+            + (
+                "a new LoRA trains on top, and the run saves full weights (adapters cannot be stacked)"
+                if cfg.tune.tuning == "lora"
+                else "and the run saves full weights"
+            )
+        )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
     if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model):
         console.print(note, markup=False, highlight=False)

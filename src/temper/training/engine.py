@@ -400,11 +400,10 @@ def _already_complete(
     run_dir: Path, result: dict[str, Any], done: RunComplete, resume: str | None, main: bool
 ) -> TrainResult:
     """The finished run's own result, untouched; recipes see `already_complete` and write nothing."""
-    if main:
-        print(
+    if main:  # on stderr, with temper's other status lines
+        sys.stderr.write(
             f"already complete: this run finished at step {done.step} of {done.max_steps}, so there is nothing to "
-            "train. To train further, raise --max-steps (or --num-train-epochs) and keep --resume auto.",
-            flush=True,
+            "train. To train further, raise --max-steps (or --num-train-epochs) and keep --resume auto.\n"
         )
     return TrainResult(
         run_dir=run_dir,
