@@ -206,6 +206,11 @@ def test_template_override_and_missing_template(tok: Any, tiny_bert_dir: Path, t
     tok.chat_template = own
     assert "trained by Hugging Face<|im_end|>" in render_prompt(tok, user)  # SmolLM2's own: no period
     assert prepare_tokenizer(tok, "smollm", None).chat_template == own  # LF's smollm: no default of its own
+    from temper.data.templates import inherited_system_note
+
+    note = inherited_system_note(prepare_tokenizer(tok, "smollm2"), None, "smollm2-135m-instruct", "smollm2")
+    assert note is not None and "from LLaMA-Factory's 'smollm2' template" in note  # not the model's own
+    tok.chat_template = own
     run_template = prepare_tokenizer(tok, None, "Be Ember.").chat_template
     assert prepare_tokenizer(tok, "smollm2").chat_template == run_template  # a run's --system stays
     tok.chat_template = own

@@ -56,6 +56,7 @@ def test_lora_on_a_lora_run_keeps_training_that_adapter(
     train_sft(make_cfg(run_a, data, out, "--max-steps", "4", "--lora-rank", "8"))
     said = capsys.readouterr().err
     assert f"continuing the LoRA adapter of {run_a}" in said and "lora_rank 8 (the adapter's: 4)" in said
+    assert "lora_alpha" not in said  # not given: it follows the rank (listed as 16 vs 8 before)
     # The same adapter, trained further: run A's rank and tensors, now changed, over run A's base.
     a, b = load_file(run_a / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert set(a) == set(b) and all(a[k].shape == b[k].shape for k in a)

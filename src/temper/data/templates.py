@@ -211,17 +211,22 @@ def with_default_system(source: Any, system: str) -> Any:
     return _DEFAULT_SYSTEM_MARK + preamble + _DEFAULT_SYSTEM_MARK + source
 
 
-def inherited_system_note(tokenizer: Any, system: str | None, model: str) -> str | None:
-    """The line a run prints when its model's chat template already carries a default system prompt (the model
-    is a run trained with --system) and this run sets none: its rows without one are trained with that prompt."""
+def inherited_system_note(
+    tokenizer: Any, system: str | None, model: str, template_name: str | None = None
+) -> str | None:
+    """The line a run prints when its chat template already carries a default system prompt (the model is a run
+    trained with --system, or `template_name` names a LLaMA-Factory template with its own default) and this run sets
+    none: its rows without one are trained with that prompt."""
     template = tokenizer.chat_template
     if system is not None or not isinstance(template, str) or not template.startswith(_DEFAULT_SYSTEM_MARK):
         return None
     preamble = template.split(_DEFAULT_SYSTEM_MARK, 2)[1]
     inherited = json.loads(preamble.split("'content': ", 1)[1].rsplit("}] + messages", 1)[0])
+    peer = template_name is not None and PEER_DEFAULT_SYSTEMS.get(template_name) == inherited
+    source = f"LLaMA-Factory's {template_name!r} template" if peer else f"{model}'s chat template"
     return (
-        f"default system prompt {inherited!r}, from {model}'s chat template: rows without one are trained with "
-        "it (pass --system to change it)"
+        f"default system prompt {inherited!r}, from {source}: rows without one are trained with it (pass "
+        "--system to change it)"
     )
 
 

@@ -240,7 +240,7 @@ def load_policy(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, bool]:
             )
         )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
-    if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model):
+    if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model, cfg.model.template):
         console.print(note, markup=False, highlight=False)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))  # a built-in template added its special tokens

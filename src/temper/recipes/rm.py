@@ -124,7 +124,7 @@ def load_reward_backbone(cfg: PreferenceConfig) -> tuple[Any, Any, ModelRef, boo
             attn_implementation=pick_attention(cfg.model.attn_implementation),
         )
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
-    if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model):
+    if note := inherited_system_note(tokenizer, cfg.data.system, cfg.model.model, cfg.model.template):
         console.print(note, markup=False, highlight=False)
     model.config.pad_token_id = tokenizer.pad_token_id  # pooling finds the last token through it
     model.train()

@@ -128,7 +128,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if ref.adapters and not continues:
         model = model.merge_and_unload()
     tokenizer = prepare_tokenizer(tokenizer, cfg.model.template, cfg.data.system)
-    note = inherited_system_note(tokenizer, cfg.data.system, cfg.model.model)
+    note = inherited_system_note(tokenizer, cfg.data.system, cfg.model.model, cfg.model.template)
     if note and state.is_main_process:
         console.print(note, markup=False, highlight=False)  # a prompt may hold [brackets]
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

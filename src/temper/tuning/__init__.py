@@ -172,6 +172,8 @@ def adapter_differences(saved: Any, cfg: TuneCfg) -> list[str]:
         "use_rslora": (bool(saved.use_rslora), cfg.use_rslora),
         "use_dora": (bool(saved.use_dora), cfg.use_dora),
     }
+    if cfg.lora_alpha is None:  # not given: it follows the rank, and the rank's line says that already
+        del pairs["lora_alpha"]
     out = [f"{k} {asked} (the adapter's: {have})" for k, (have, asked) in pairs.items() if have != asked]
     if saved_target != asked_target and asked_target != ["all-linear"]:
         out.append(f"lora_target {','.join(asked_target)} (the adapter's: {','.join(saved_target)})")
