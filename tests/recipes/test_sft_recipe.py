@@ -427,3 +427,28 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tiny_llama_dir: Path,
     with pytest.raises(TemperError, match="missing.jsonl"):
         train_sft(make_cfg(tiny_llama_dir, tmp_path / "missing.jsonl", out, "--max-steps", "1"))
     assert not out.exists()  # it used to be created empty before the data was read
+
+
+def test_checkpoint_rotation_keeps_the_newest_complete_ones_by_step(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """--save-total-limit keeps the newest complete checkpoints by step. The Trainer's rotation ordered by mtime
+    (a copied run dir deleted the wrong ones) and counted an export beside them (ms-swift's checkpoint-N-merged)."""
+    import os
+    import shutil
+
+    data = write_rows(tmp_path / "rows.jsonl", 16)
+    common = ("--save-steps", "1", "--save-total-limit", "2")
+    first = tmp_path / "first"
+    train_sft(make_cfg(tiny_llama_dir, data, first, "--max-steps", "2", *common))
+    out = tmp_path / "copied"
+    shutil.copytree(first, out)  # new mtimes, checkpoint-1 now the newest
+    os.utime(out / "checkpoint-2", (1, 1))
+    os.utime(out / "checkpoint-1", None)
+    merged = out / "checkpoint-2-merged"  # `temper export --adapters RUN/checkpoint-2 --merge_lora true`
+    merged.mkdir()
+    (merged / "model.safetensors").write_bytes(b"an export")
+    train_sft(make_cfg(tiny_llama_dir, data, out, "--max-steps", "5", *common, "--resume", "auto"))
+    names = sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-"))
+    assert names == ["checkpoint-2-merged", "checkpoint-4", "checkpoint-5"], names
+    assert (merged / "model.safetensors").read_bytes() == b"an export"

@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from temper.runs import match_umask
-from temper.training.checkpoint import COMPLETE_MARKER
+from temper.training.checkpoint import COMPLETE_MARKER, rotate_checkpoints
 
 
 class TokenMeter:
@@ -200,8 +200,12 @@ class CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete only after the Trainer finished writing it.
 
     transformers writes checkpoint-N/ file by file; a crash mid-save leaves a folder that `get_last_checkpoint`
-    would happily pick. `--resume auto` only considers folders with this marker (see checkpoint.py).
+    would happily pick. `--resume auto` only considers folders with this marker (see checkpoint.py). Then it
+    keeps `save_total_limit` of them (checkpoint.rotate_checkpoints; the Trainer's own rotation is off).
     """
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep  # save_total_limit: older complete checkpoints beyond it are removed after marking
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -212,6 +216,8 @@ class CheckpointMarker(TrainerCallback):
         if ckpt.is_dir():
             match_umask(ckpt)
             (ckpt / COMPLETE_MARKER).write_text(str(state.global_step))
+            if self.keep:
+                rotate_checkpoints(ckpt.parent, self.keep, state.best_model_checkpoint)
 
 
 class RunComplete(Exception):

@@ -35,6 +35,25 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def rotate_checkpoints(run_dir: Path, keep: int, best: str | None) -> list[str]:
+    """Delete the oldest complete checkpoints beyond `keep`, by step; never the newest or the best one.
+
+    Done here, after the new checkpoint is marked complete, instead of by the Trainer, whose rotation (a) runs
+    before that marker, so with `save_total_limit 1` a crash in between left no complete checkpoint; (b) orders by
+    mtime, so a copied run dir (`cp -r`) deleted the wrong ones; (c) counts any `checkpoint-*` folder, so an
+    export written beside the checkpoints (ms-swift's `checkpoint-4-merged`) could be deleted or keep a real one
+    out. Folders without the marker are left alone (a crash's half-written save is redone at the same step)."""
+    done = complete_checkpoints(run_dir)
+    if not done:
+        return []
+    protected = {done[-1].resolve(), *([Path(best).resolve()] if best else [])}
+    candidates = [c for c in done if c.resolve() not in protected]
+    removed = candidates[: max(0, len(done) - max(keep, len(protected)))]
+    for ckpt in removed:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return [c.name for c in removed]
+
+
 def _state_ok(ckpt: Path) -> bool:
     try:
         json.loads((ckpt / "trainer_state.json").read_text())

@@ -257,7 +257,7 @@ def build_training_args(
         eval_steps=(cfg.eval_steps or cfg.logging_steps) if eval_strategy == "steps" else None,
         save_strategy=save_strategy,
         save_steps=(cfg.save_steps or cfg.eval_steps or 500) if save_strategy == "steps" else 500,
-        save_total_limit=cfg.save_total_limit,
+        save_total_limit=None,  # temper rotates, after marking each checkpoint complete (CheckpointMarker)
         load_best_model_at_end=best,
         metric_for_best_model=(metric_for_best_model or "eval_loss") if best else None,
         greater_is_better=greater_is_better if best else None,
@@ -332,7 +332,7 @@ def train(
         ResumeSchedule(),
         RichProgress(meter),
         MetricsLog(run_dir, meter),
-        CheckpointMarker(),
+        CheckpointMarker(keep=cfg.save_total_limit),
         stopper,
         *callbacks,
     ]
