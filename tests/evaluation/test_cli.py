@@ -38,6 +38,8 @@ def test_general_mcq_cli(
     for col in ("Model", "Dataset", "Metric", "Subset", "Num", "Score", "Cat.0"):
         assert col in printed
     folder = only_dir(out, "eval-general_mcq-")
+    assert f"samples: {folder}/samples*.jsonl" in printed  # a log gets whole lines, not 80-column pieces
+    folder = only_dir(out, "eval-general_mcq-")
     report = json.loads((folder / "report.json").read_text())
     rows = report["rows"]
     assert [(r["metric"], r["subset"], r["num"]) for r in rows] == [

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,9 @@ def _finish(cfg: EvalConfig, results: list[dict[str, Any]], ref: Any) -> dict[st
         suffix += "-2" if suffix in seen else ""  # the same model compared with itself
         seen.add(suffix)
         rep.write_samples(out_dir / f"samples{suffix}.jsonl", res["label"], res["subsets"])
-    console = Console()
+    # Not a terminal (a log file, a pipe): rich would fit the table into 80 columns, cutting metric and subset
+    # names ("AverageAccu…"), and break the paths below across lines; a log has room for both.
+    console = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
     console.print(rep.render_table(rows, title=f"temper eval: {e.eval_dataset}"))
     if compared:
         console.print(rep.render_compare(compared, title="comparison (B - A)"))
