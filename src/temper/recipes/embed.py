@@ -35,8 +35,9 @@ from temper.objectives.embedding import EmbeddingCollator, embedding_loss_fn
 from temper.recipes.encoder_tools import sample, split_off
 from temper.runs import fingerprint_files, write_json_atomic, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
-from temper.training.engine import TrainResult, train
+from temper.training.engine import train
 from temper.training.preflight import check_trainer_names, start_notes
+from temper.training.results import TrainResult
 from temper.tuning import apply_tuning
 
 console = Console(stderr=True)

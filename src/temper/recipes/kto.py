@@ -33,7 +33,7 @@ from temper.recipes.preference import (
     report_data,
     start_run,
 )
-from temper.training.engine import TrainResult
+from temper.training.results import TrainResult
 
 
 def train_kto(cfg: PreferenceConfig) -> TrainResult:

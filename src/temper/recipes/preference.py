@@ -38,9 +38,10 @@ from temper.objectives.simpo import simpo_loss
 from temper.recipes.sft import _summary
 from temper.runs import data_fingerprint, kept_result, match_umask, write_manifest
 from temper.training.checkpoint import check_output_dir, resume_changes
-from temper.training.engine import TrainResult, train, use_bf16
+from temper.training.engine import train, use_bf16
 from temper.training.launch import main_process_first
 from temper.training.preflight import check_trainer_names, start_notes
+from temper.training.results import TrainResult
 from temper.tuning import apply_tuning, count_parameters, qlora_config
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs

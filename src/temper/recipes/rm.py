@@ -51,7 +51,7 @@ from temper.recipes.preference import (
     start_run,
 )
 from temper.runs import read_manifest
-from temper.training.engine import TrainResult
+from temper.training.results import TrainResult
 from temper.tuning import apply_tuning, count_parameters, quiet_peft
 
 

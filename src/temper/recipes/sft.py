@@ -45,10 +45,11 @@ from temper.objectives.sft import sft_loss, unwrap_model
 from temper.runs import data_fingerprint, kept_result, write_manifest
 from temper.training import badam
 from temper.training.checkpoint import check_output_dir, resume_changes
-from temper.training.engine import TrainResult, train, use_bf16
+from temper.training.engine import train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
 from temper.training.optimizers import muon_split, optim_settings
 from temper.training.preflight import check_trainer_names, start_notes
+from temper.training.results import TrainResult
 from temper.tuning import (
     adapter_differences,
     apply_tuning,

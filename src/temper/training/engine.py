@@ -15,12 +15,9 @@ Example:
 from __future__ import annotations
 
 import inspect
-import resource
-import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +50,10 @@ from temper.training.checkpoint import (
     out_of_space_is_an_error,
     warn_if_disk_is_short,
 )
+from temper.training.results import TrainResult, already_complete, final_eval, peak_rss_mb
 from temper.tuning import loraplus_optimizer
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    global_step: int
-    train_loss: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    tokens_per_second: float = 0.0
-    tokens: int = 0
-    peak_rss_mb: float = 0.0
-    resumed_from: str | None = None
-    stopped_at: int | None = None  # set when a signal (the board's stop, Ctrl-C) ended training early
-    already_complete: bool = False  # resumed at the step it had finished at: nothing trained, nothing written
 
 
 class TemperTrainer(Trainer):
@@ -380,7 +364,7 @@ def train(
                 tokenizer.save_pretrained(run_dir)
                 match_umask(run_dir)
     except RunComplete as done:
-        return _already_complete(run_dir, finished or {}, done, resume, trainer.is_world_process_zero())
+        return already_complete(run_dir, finished or {}, done, resume, trainer.is_world_process_zero())
     if trainer.is_world_process_zero():
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png")
     return TrainResult(
@@ -394,46 +378,3 @@ def train(
         resumed_from=resume,
         stopped_at=stopper.fired_at,
     )
-
-
-def _already_complete(
-    run_dir: Path, result: dict[str, Any], done: RunComplete, resume: str | None, main: bool
-) -> TrainResult:
-    """The finished run's own result, untouched; recipes see `already_complete` and write nothing."""
-    if main:  # on stderr, with temper's other status lines
-        sys.stderr.write(
-            f"already complete: this run finished at step {done.step} of {done.max_steps}, so there is nothing to "
-            "train. To train further, raise --max-steps (or --num-train-epochs) and keep --resume auto.\n"
-        )
-    return TrainResult(
-        run_dir=run_dir,
-        global_step=done.step,
-        train_loss=float(result.get("train_loss", 0.0)),
-        metrics=dict(result.get("metrics") or {}),
-        tokens_per_second=float(result.get("tokens_per_second", 0.0)),
-        tokens=int(result.get("tokens", 0)),
-        peak_rss_mb=peak_rss_mb(),
-        resumed_from=resume,
-        already_complete=True,
-    )
-
-
-def final_eval(trainer: Any, step: int) -> dict[str, float]:
-    """Eval metrics of the final model, reusing the evaluation of the last step when there was one.
-
-    Not with load_best_model_at_end: the final model is then the best checkpoint, not the last step's.
-    """
-    if not trainer.args.load_best_model_at_end:
-        for row in reversed(trainer.state.log_history):
-            if "eval_loss" in row:
-                if row.get("step") == step:
-                    return {k: v for k, v in row.items() if k.startswith("eval_")}
-                break
-    metrics: dict[str, float] = trainer.evaluate()
-    return metrics
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
