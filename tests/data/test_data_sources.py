@@ -145,3 +145,27 @@ def test_hints_list_only_the_datasets_whose_files_exist(lf: Path, capsys: pytest
             "wiki_demo",
             "c4_demo",
         ]
+
+
+def test_openai_formatting_reads_messages_and_an_unknown_formatting_is_named(tmp_path: Path) -> None:
+    """LLaMA-Factory's `formatting: openai` (a message list with OpenAI's role/content tags) was read as alpaca
+    and every row failed for a missing `instruction`; a misspelled formatting was read as alpaca too."""
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+            "system_tag": "system"}  # fmt: skip
+    rows = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                          {"role": "assistant", "content": "Hello."}]}]  # fmt: skip
+    entry = {
+        "file_name": "chat.json",
+        "formatting": "openai",
+        "columns": {"messages": "messages"},
+        "tags": tags,
+    }
+    data = _info_dir(
+        tmp_path, {"chat": entry, "typo": {**entry, "formatting": "sharegtp"}}, {"chat.json": rows}
+    )
+    (record,) = load_records(["chat"], dataset_dir=data)
+    assert record.system == "Be brief."
+    assert [(m.role, m.content) for m in record.messages] == [("user", "Hi"), ("assistant", "Hello.")]
+    with pytest.raises(DataError) as err:
+        load_records(["typo"], dataset_dir=data)
+    assert "formatting 'sharegtp' (did you mean 'sharegpt'?)" in str(err.value)

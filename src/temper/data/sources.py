@@ -42,6 +42,8 @@ ENTRY_KEYS = (
     "cloud_file_name",
     "revision",
 )
+# LLaMA-Factory's `formatting` values (DatasetAttr.formatting); anything else it would fail on.
+FORMATTINGS = ("alpaca", "sharegpt", "openai")
 COLUMN_KEYS = (
     "prompt",
     "query",
@@ -190,6 +192,11 @@ def check_entry(path: Path, name: str, entry: Any) -> None:
     if not isinstance(entry, dict):
         raise DataError(f"{path}: entry {name!r} must be an object of settings, got {type(entry).__name__}")
     bad = _unknown(entry, ENTRY_KEYS, "")
+    formatting = entry.get("formatting", "alpaca")
+    if formatting not in FORMATTINGS:
+        close = difflib.get_close_matches(str(formatting), FORMATTINGS, n=1, cutoff=0.6)
+        guess = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(FORMATTINGS)}"
+        bad.append(f"formatting {formatting!r} ({guess})")
     for section, allowed in (("columns", COLUMN_KEYS), ("tags", TAG_KEYS)):
         value = entry.get(section, {})
         if not isinstance(value, dict):
@@ -274,7 +281,9 @@ def info_format(entry: Mapping[str, Any]) -> str:
         return "preference"
     if "kto_tag" in columns:
         return "kto"
-    if entry.get("formatting") == "sharegpt":
+    if entry.get("formatting") in ("sharegpt", "openai"):
+        # LLaMA-Factory's `openai` converter reads the same message list through the same tags (an OpenAI-style
+        # file names them: role/content/user/assistant/system); a leading system message becomes the system.
         return "sharegpt"
     if columns and set(columns) <= {"prompt"}:
         return "text"  # LLaMA-Factory's pre-training sets map only `prompt`
