@@ -31,3 +31,17 @@ def test_a_run_off_a_terminal_prints_only_temper_lines(tiny_llama_dir: Path, tmp
     assert "\r" not in proc.stderr and "Loading weights" not in proc.stderr
     assert [ln.split()[1] for ln in lines if ln.startswith("step ")] == ["1/2", "2/2"]
     assert any(ln.startswith("done 2 steps") for ln in lines)
+
+
+def test_a_missing_dataset_fails_before_the_training_stack_loads(tmp_path: Path) -> None:
+    """The error names the file, exits 2, and comes before transformers/peft are imported (~8 s here)."""
+    missing = tmp_path / "nope.jsonl"
+    code = (
+        "import sys\nfrom temper.cli import main\n"
+        f"rc = main(['sft', '--dataset', {str(missing)!r}, '--output-dir', {str(tmp_path / 'run')!r}])\n"
+        "print('LOADED' if 'temper.recipes.sft' in sys.modules or 'peft' in sys.modules else 'NOT LOADED', rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["NOT", "LOADED", "2"], (out.stdout, out.stderr)
+    assert str(missing) in out.stderr and "error:" in out.stderr
+    assert not (tmp_path / "run").exists()

@@ -26,10 +26,14 @@ def split_config_arg(raw: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
+    from temper.data.sources import resolve_sources
     from temper.training.launch import launch, needs_launch
 
     yaml_path, overrides = split_config_arg(raw)
     cfg = SFTConfig.from_sources(yaml_path, overrides)
+    # Before the training stack is imported (~8 s: transformers, peft, accelerate) and before any launch: a
+    # missing file or an unknown dataset name fails at once, and once, not per process.
+    resolve_sources([*cfg.data.dataset, *cfg.data.val_dataset], cfg.data.dataset_dir)
     if needs_launch(cfg.dist):
         return launch("sft", raw, cfg.dist, cfg.train.optim)
     from temper.recipes.sft import train_sft
