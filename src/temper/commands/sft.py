@@ -31,9 +31,11 @@ def run(args: argparse.Namespace, raw: Sequence[str]) -> int:
 
     yaml_path, overrides = split_config_arg(raw)
     cfg = SFTConfig.from_sources(yaml_path, overrides)
-    # Before the training stack is imported (~8 s: transformers, peft, accelerate) and before any launch: a
-    # missing file or an unknown dataset name fails at once, and once, not per process.
-    resolve_sources([*cfg.data.dataset, *cfg.data.val_dataset], cfg.data.dataset_dir)
+    # Before the training stack is imported (~7 s: transformers, peft, accelerate) and before any launch: a
+    # missing file or an unknown dataset name fails at once, and once, not per process. (No dataset at all is
+    # the recipe's error, after the Trainer's option names, which need that import to be checked.)
+    if cfg.data.dataset:
+        resolve_sources([*cfg.data.dataset, *cfg.data.val_dataset], cfg.data.dataset_dir)
     if needs_launch(cfg.dist):
         return launch("sft", raw, cfg.dist, cfg.train.optim)
     from temper.recipes.sft import train_sft
