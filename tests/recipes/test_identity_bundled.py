@@ -3,6 +3,7 @@ answer "Who are you?" with the new name, which it did not use before."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,8 @@ def test_demo_config_teaches_the_identity(tmp_path: Path, shared_data: Path) -> 
     assert result.global_step == 12
     after = ask(str(tmp_path / "run"))
     assert "Ember" in after, after
+    # The adapter names its base as the manifest does (the alias), not this machine's GGUF conversion cache,
+    # in the run dir and in every checkpoint, so a copied run (or `temper chat RUN/checkpoint-N`) finds it.
+    for config in (tmp_path / "run").glob("**/adapter_config.json"):
+        assert json.loads(config.read_text())["base_model_name_or_path"] == "smollm2-135m-instruct", config
+    assert (tmp_path / "run" / "checkpoint-12" / "adapter_config.json").exists()

@@ -42,7 +42,7 @@ from temper.training.engine import train, use_bf16
 from temper.training.launch import main_process_first
 from temper.training.preflight import check_trainer_names, start_notes
 from temper.training.results import TrainResult
-from temper.tuning import apply_tuning, count_parameters, qlora_config
+from temper.tuning import apply_tuning, count_parameters, name_adapter_base, qlora_config
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 LossFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -367,6 +367,7 @@ def finish_run(
         **({"base_config_overrides": ref.overrides} if ref.overrides else {}),
     }
     base = ref.base_for_new_run()
+    name_adapter_base(model, base)  # checkpoints' adapter_config.json name it, not this machine's cache
     write_manifest(run_dir, kind, base, weights, **extra, **kept_result(run_dir, cfg.train.resume))
     if eval_before:
         shown = ", ".join(

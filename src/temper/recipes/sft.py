@@ -55,6 +55,7 @@ from temper.tuning import (
     apply_tuning,
     convert_pissa,
     count_parameters,
+    name_adapter_base,
     qlora_config,
     save_pissa_start,
 )
@@ -175,6 +176,7 @@ def train_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
             save_pissa_start(model, run_dir)
     if cfg.train.gradient_checkpointing and cfg.tune.tuning == "lora":
         model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input with a frozen embedding
+    name_adapter_base(model, ref.base_for_new_run(continues))
     trainable, total = count_parameters(model)
     _say(
         state,

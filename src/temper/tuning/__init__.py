@@ -159,6 +159,15 @@ def use_fast_lora_layers(lcfg: Any) -> None:
     lcfg._register_custom_module({torch.nn.Linear: LoraLinear})
 
 
+def name_adapter_base(model: Any, base: str) -> None:
+    """Record `base` (what the run's manifest calls its base: an alias as typed, or an absolute path) as every
+    adapter's `base_model_name_or_path`, which peft otherwise takes from where the weights were loaded: for the
+    bundled model, this machine's GGUF conversion cache, so a checkpoint's adapter_config.json named a path that
+    no other machine (or user) has, and `temper chat RUN/checkpoint-N` failed there."""
+    for config in getattr(model, "peft_config", {}).values():
+        config.base_model_name_or_path = base
+
+
 def adapter_differences(saved: Any, cfg: TuneCfg) -> list[str]:
     """The LoRA settings in `cfg` that differ from a saved adapter's own config (which a continued adapter
     keeps: its shapes and targets are fixed by its weights)."""
