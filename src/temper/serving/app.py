@@ -179,7 +179,7 @@ async def _generate(
         return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     text, last = await _collect(request, events, handle)
     finish, pt, ct = last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens
-    if isinstance(req, P.ChatRequest):
+    if chat:
         return P.chat_response(
             rid, req.model, text, finish, pt, ct, P.parse_tool_calls(text, req.tool_list())
         )
