@@ -103,19 +103,6 @@ def write_manifest(run_dir: Path, kind: str, base_model: str, weights: str, **ex
     return manifest
 
 
-def kept_result(run_dir: Path, resume: str | None) -> dict[str, Any]:
-    """{"result": ...} from the run dir's manifest when resuming, for the manifest a resumed run writes before
-    it trains: until the run writes its own, its last result stays (the engine reads it to tell a finished run
-    from one with steps left). Empty for a fresh run."""
-    if not resume or resume.lower() in ("none", "false", "no"):
-        return {}
-    try:
-        result = json.loads((run_dir / MANIFEST).read_text()).get("result")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {"result": result} if result is not None else {}
-
-
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.exists():

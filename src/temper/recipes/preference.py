@@ -36,8 +36,8 @@ from temper.objectives.logps import Reference, forward_logps, split_pairs
 from temper.objectives.orpo import orpo_loss
 from temper.objectives.simpo import simpo_loss
 from temper.recipes.sft import _summary
-from temper.runs import data_fingerprint, kept_result, match_umask, write_manifest
-from temper.training.checkpoint import check_output_dir, resume_changes
+from temper.runs import data_fingerprint, match_umask, write_manifest
+from temper.training.checkpoint import check_output_dir, kept_result, resume_changes
 from temper.training.engine import train, use_bf16
 from temper.training.launch import main_process_first
 from temper.training.preflight import check_trainer_names, start_notes

@@ -42,9 +42,9 @@ from temper.models.dtype import pick_dtype
 from temper.models.load import load_causal_lm, resolve_model
 from temper.models.rope import with_rope
 from temper.objectives.sft import sft_loss, unwrap_model
-from temper.runs import data_fingerprint, kept_result, write_manifest
+from temper.runs import data_fingerprint, write_manifest
 from temper.training import badam
-from temper.training.checkpoint import check_output_dir, resume_changes
+from temper.training.checkpoint import check_output_dir, kept_result, resume_changes
 from temper.training.engine import train, use_bf16
 from temper.training.launch import main_process_first, trainer_kwargs
 from temper.training.optimizers import muon_split, optim_settings

@@ -62,9 +62,16 @@ def _state_ok(ckpt: Path) -> bool:
     return True
 
 
+def resume_asked(resume: str | None) -> str | None:
+    """The `--resume` value when it asks to resume (auto or a checkpoint path); None when it says to start fresh
+    (unset, or none/false/no)."""
+    return None if resume is None or resume.lower() in ("none", "false", "no") else resume
+
+
 def find_resume_checkpoint(run_dir: Path, resume: str | None) -> str | None:
     """resume: None/"none" -> start fresh; "auto" -> last complete checkpoint if any; else a checkpoint path."""
-    if resume is None or resume.lower() in ("none", "false", "no"):
+    resume = resume_asked(resume)
+    if resume is None:
         return None
     if resume.lower() in ("auto", "true", "yes", "last"):
         ckpts = complete_checkpoints(run_dir)
@@ -78,13 +85,29 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> str | None:
     return str(path)
 
 
+def _manifest_result(run_dir: Path) -> Any:
+    """The `result` a run dir's manifest holds (None when there is none, or no readable manifest)."""
+    try:
+        return json.loads((run_dir / RUN_MANIFEST).read_text()).get("result")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def kept_result(run_dir: Path, resume: str | None) -> dict[str, Any]:
+    """{"result": ...} from the run dir's manifest when resuming, for the manifest a resumed run writes before
+    it trains: until the run writes its own, its last result stays (finished_result reads it to tell a finished
+    run from one with steps left). Empty for a fresh run."""
+    result = _manifest_result(run_dir) if resume_asked(resume) else None
+    return {"result": result} if result is not None else {}
+
+
 def finished_result(run_dir: Path, resume: str | None) -> dict[str, Any] | None:
     """The manifest's result when `resume` is the checkpoint a run finished at (its result was written after
     it, at the same step, and not by a signal's early stop); None otherwise."""
     if resume is None:
         return None
+    result = _manifest_result(run_dir)
     try:
-        result = json.loads((run_dir / "temper_run.json").read_text()).get("result")
         state = json.loads((Path(resume) / "trainer_state.json").read_text())
     except (OSError, ValueError):
         return None
